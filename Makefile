@@ -1,0 +1,35 @@
+# The two commands a newcomer needs: `make book` and `make test`.
+# Both share one idempotent install into .venv (re-run only when
+# requirements.txt or pyproject.toml change).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# nbgrader calls alembic and jupyter from the venv's bin/ by name.
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+# Triton kernels run through Triton's interpreter when there is no GPU.
+export TRITON_INTERPRET ?= $(shell command -v nvidia-smi >/dev/null 2>&1 || echo 1)
+export MPLBACKEND := Agg
+
+.PHONY: install book test clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt constraints.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -r requirements.txt -c constraints.txt
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+# Warnings are errors (-W -n) and a notebook that fails to execute fails the build.
+book: install
+	$(BIN)/jupyter-book build . --warningiserror --nitpick --keep-going
+
+test: book
+	@$(BIN)/python -m pytest; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: the suite must never be empty"; exit 1; fi; \
+	exit $$rc
+
+clean:
+	rm -rf _build

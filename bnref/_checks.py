@@ -1,0 +1,73 @@
+"""Argument checks shared by the NumPy reference.
+
+Every public function in :mod:`bnref.functional` validates its inputs here, so
+that bad input fails early with a message naming the argument, what arrived
+and what was expected, instead of broadcasting into a silently wrong answer.
+"""
+
+import numpy as np
+
+
+def check_float_array(name, value, ndim):
+    """Require a floating-point ``np.ndarray`` with ``ndim`` dimensions."""
+    if not isinstance(value, np.ndarray):
+        raise ValueError(
+            f"{name} must be a numpy.ndarray, got {type(value).__name__}"
+        )
+    if value.ndim != ndim:
+        raise ValueError(
+            f"{name} must have {ndim} dimensions, got {value.ndim} "
+            f"(shape {value.shape})"
+        )
+    if not np.issubdtype(value.dtype, np.floating):
+        raise ValueError(
+            f"{name} must have a floating-point dtype, got {value.dtype} "
+            "(convert explicitly, e.g. x.astype(np.float64))"
+        )
+
+
+def check_param_shape(name, value, shape):
+    """Require a floating-point array of exactly ``shape``."""
+    if not isinstance(value, np.ndarray):
+        raise ValueError(
+            f"{name} must be a numpy.ndarray of shape {shape}, "
+            f"got {type(value).__name__}"
+        )
+    if value.shape != tuple(shape):
+        raise ValueError(
+            f"{name} must have shape {tuple(shape)} to match the input, "
+            f"got {value.shape}"
+        )
+    if not np.issubdtype(value.dtype, np.floating):
+        raise ValueError(
+            f"{name} must have a floating-point dtype, got {value.dtype}"
+        )
+
+
+def check_param_dict(name, value):
+    if not isinstance(value, dict):
+        raise ValueError(f"{name} must be a dict, got {type(value).__name__}")
+
+
+def check_eps(eps):
+    if not isinstance(eps, (int, float)) or not eps > 0:
+        raise ValueError(f"eps must be a positive number, got {eps!r}")
+
+
+def check_momentum(momentum):
+    if not isinstance(momentum, (int, float)) or not 0.0 <= momentum <= 1.0:
+        raise ValueError(f"momentum must be a number in [0, 1], got {momentum!r}")
+
+
+def check_mode(mode):
+    if mode not in ("train", "test"):
+        raise ValueError(f"bn_param['mode'] must be 'train' or 'test', got {mode!r}")
+
+
+def check_batch_size(n, shape):
+    """Training statistics need at least two values per channel (as in PyTorch)."""
+    if n <= 1:
+        raise ValueError(
+            "Expected more than 1 value per channel when training, "
+            f"got input of shape {shape}"
+        )

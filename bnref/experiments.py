@@ -1,0 +1,189 @@
+"""Small, seeded experiments on scikit-learn's bundled handwritten digits.
+
+The book's chapters and the assignments train tiny models here: an MLP on
+the 64 pixel features and a ConvNet on the 8x8 images. Everything is seeded
+and sized to run in seconds on two CPU cores.
+"""
+
+import numpy as np
+
+
+def load_digits_split(test_fraction=0.25, seed=0, standardize=True):
+    """The 1797 digits, split into train and test arrays.
+
+    Args:
+        test_fraction: share of examples held out for testing, in (0, 1).
+        seed: seed of the shuffle.
+        standardize: scale pixels to zero mean and unit variance per feature,
+            with statistics from the training split only.
+
+    Returns:
+        X_train (N, 64) float32, y_train (N,) int64, X_test, y_test.
+    """
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
+    digits = load_digits()
+    X = digits.data.astype(np.float32)
+    y = digits.target.astype(np.int64)
+    X_train, X_test, y_train, y_test = train_test_split(
+        X, y, test_size=test_fraction, random_state=seed, stratify=y
+    )
+    if standardize:
+        mean = X_train.mean(axis=0)
+        std = X_train.std(axis=0)
+        std[std == 0] = 1.0  # constant border pixels: leave them at zero
+        X_train = (X_train - mean) / std
+        X_test = (X_test - mean) / std
+    return X_train, y_train, X_test, y_test
+
+
+def digits_tensors(image=False, **kwargs):
+    """:func:`load_digits_split` as torch tensors; ``image=True`` gives (N, 1, 8, 8)."""
+    import torch
+
+    X_train, y_train, X_test, y_test = load_digits_split(**kwargs)
+    shape = (-1, 1, 8, 8) if image else (-1, 64)
+    return (torch.from_numpy(X_train).reshape(shape), torch.from_numpy(y_train),
+            torch.from_numpy(X_test).reshape(shape), torch.from_numpy(y_test))
+
+
+def make_mlp(sizes, norm=None, activation="relu", bias=None):
+    """A fully connected network with an optional norm layer after each hidden linear layer.
+
+    Args:
+        sizes: layer widths, e.g. ``[64, 100, 100, 10]``.
+        norm: ``None``, or a callable ``norm(num_features) -> nn.Module``
+            (``torch.nn.BatchNorm1d``, ``bnref.nn.BatchNorm1d``, ...).
+        activation: 'relu', 'tanh' or 'sigmoid'.
+        bias: whether hidden linear layers carry a bias; by default only when
+            there is no norm layer (a norm layer's shift makes it redundant).
+
+    Returns:
+        ``torch.nn.Sequential``.
+    """
+    from torch import nn
+
+    acts = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
+    if activation not in acts:
+        raise ValueError(f"activation must be one of {sorted(acts)}, got {activation!r}")
+    if len(sizes) < 2:
+        raise ValueError(f"sizes must list at least an input and an output width, got {sizes!r}")
+    hidden_bias = (norm is None) if bias is None else bias
+    layers = []
+    for fan_in, fan_out in zip(sizes[:-2], sizes[1:-1]):
+        layers.append(nn.Linear(fan_in, fan_out, bias=hidden_bias))
+        if norm is not None:
+            layers.append(norm(fan_out))
+        layers.append(acts[activation]())
+    layers.append(nn.Linear(sizes[-2], sizes[-1]))
+    return nn.Sequential(*layers)
+
+
+def make_convnet(channels=(16, 32), num_classes=10, norm=None):
+    """A small ConvNet for 8x8 digits: conv-norm-ReLU blocks, a pool, a classifier.
+
+    Args:
+        channels: output channels of each 3x3 conv block; a 2x2 max-pool follows the first.
+        num_classes: output size.
+        norm: ``None`` or a callable ``norm(num_channels) -> nn.Module``
+            (``torch.nn.BatchNorm2d``, ``bnref.nn.BatchNorm2d``, a GroupNorm factory, ...).
+
+    Returns:
+        ``torch.nn.Sequential`` mapping (N, 1, 8, 8) to (N, num_classes).
+    """
+    from torch import nn
+
+    layers, in_ch = [], 1
+    for i, out_ch in enumerate(channels):
+        layers.append(nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=norm is None))
+        if norm is not None:
+            layers.append(norm(out_ch))
+        layers.append(nn.ReLU())
+        if i == 0:
+            layers.append(nn.MaxPool2d(2))
+        in_ch = out_ch
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(in_ch, num_classes)]
+    return nn.Sequential(*layers)
+
+
+def accuracy(model, X, y, batch_size=None):
+    """Classification accuracy of ``model`` in its current train/eval mode.
+
+    ``batch_size=None`` evaluates the whole set as one batch.
+    """
+    import torch
+
+    with torch.no_grad():
+        if batch_size is None:
+            pred = model(X).argmax(dim=1)
+        else:
+            pred = torch.cat([model(X[i:i + batch_size]).argmax(dim=1)
+                              for i in range(0, len(X), batch_size)])
+    return float((pred == y).float().mean())
+
+
+def train(model, X, y, *, steps, batch_size=64, lr=0.1, optimizer="sgd",
+          seed=0, eval_every=None, X_test=None, y_test=None, progress=False):
+    """Mini-batch training with cross-entropy; returns a history dict.
+
+    Args:
+        model: a ``torch.nn.Module`` producing logits.
+        X, y: training tensors.
+        steps: number of parameter updates.
+        batch_size: examples per mini-batch (sampled without replacement within an epoch).
+        lr: learning rate.
+        optimizer: 'sgd', 'momentum' (SGD with 0.9), 'rmsprop' or 'adam'.
+        seed: seeds the batch order.
+        eval_every: if set, record test accuracy (eval mode) every that many steps.
+        X_test, y_test: the evaluation set for ``eval_every``.
+        progress: show a tqdm progress bar.
+
+    Returns:
+        ``{"loss": [...], "step": [...], "test_acc": [...]}``; ``loss`` has one
+        entry per step (NaN once training diverges), ``test_acc`` one per evaluation.
+    """
+    import torch
+    from torch import nn
+
+    optimizers = {
+        "sgd": lambda p: torch.optim.SGD(p, lr=lr),
+        "momentum": lambda p: torch.optim.SGD(p, lr=lr, momentum=0.9),
+        "rmsprop": lambda p: torch.optim.RMSprop(p, lr=lr),
+        "adam": lambda p: torch.optim.Adam(p, lr=lr),
+    }
+    if optimizer not in optimizers:
+        raise ValueError(f"optimizer must be one of {sorted(optimizers)}, got {optimizer!r}")
+    if eval_every is not None and (X_test is None or y_test is None):
+        raise ValueError("eval_every needs X_test and y_test")
+    opt = optimizers[optimizer](model.parameters())
+    loss_fn = nn.CrossEntropyLoss()
+    gen = torch.Generator().manual_seed(seed)
+    history = {"loss": [], "step": [], "test_acc": []}
+    order, pos = torch.randperm(len(X), generator=gen), 0
+    steps_iter = range(steps)
+    if progress:
+        from tqdm.auto import tqdm
+        steps_iter = tqdm(steps_iter, desc="training", leave=False)
+    for step in steps_iter:
+        if pos + batch_size > len(X):
+            order, pos = torch.randperm(len(X), generator=gen), 0
+        idx = order[pos:pos + batch_size]
+        pos += batch_size
+        model.train()
+        loss = loss_fn(model(X[idx]), y[idx])
+        history["loss"].append(float(loss))
+        if not torch.isfinite(loss):
+            history["loss"] += [float("nan")] * (steps - step - 1)
+            break
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if eval_every is not None and (step + 1) % eval_every == 0:
+            model.eval()
+            history["step"].append(step + 1)
+            history["test_acc"].append(accuracy(model, X_test, y_test))
+    model.eval()
+    return history
