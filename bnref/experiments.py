@@ -187,3 +187,114 @@ def train(model, X, y, *, steps, batch_size=64, lr=0.1, optimizer="sgd",
             history["test_acc"].append(accuracy(model, X_test, y_test))
     model.eval()
     return history
+
+
+# --- Helpers for the chapters on input normalization and initialization ---
+
+def gd_least_squares(X, y, lr, steps, w0=None, batch_size=None, seed=0):
+    """(Stochastic) gradient descent on ``L(w) = mean((X @ w - y)**2) / 2``.
+
+    Args:
+        X: (N, D) inputs.
+        y: (N,) targets.
+        lr: learning rate.
+        steps: number of updates.
+        w0: (D,) starting weights; zeros by default.
+        batch_size: ``None`` for full-batch gradient descent, else the number of
+            examples drawn (without replacement, reshuffled every epoch) per update.
+        seed: seeds the example order when ``batch_size`` is set.
+
+    Returns:
+        (steps + 1, D) array: the starting point and the weights after every update.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if X.ndim != 2 or y.shape != (X.shape[0],):
+        raise ValueError(f"X must be (N, D) and y (N,), got {X.shape} and {y.shape}")
+    if batch_size is not None and not 1 <= batch_size <= len(X):
+        raise ValueError(f"batch_size must be None or in [1, {len(X)}], got {batch_size!r}")
+    w = np.zeros(X.shape[1]) if w0 is None else np.array(w0, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    order, pos = rng.permutation(len(X)), 0
+    path = [w.copy()]
+    with np.errstate(over="ignore", invalid="ignore"):
+        for _ in range(steps):
+            if batch_size is None:
+                Xb, yb = X, y
+            else:
+                if pos + batch_size > len(X):
+                    order, pos = rng.permutation(len(X)), 0
+                idx = order[pos:pos + batch_size]
+                pos += batch_size
+                Xb, yb = X[idx], y[idx]
+            w = w - lr * Xb.T @ (Xb @ w - yb) / len(Xb)
+            path.append(w.copy())
+    return np.array(path)
+
+
+def largest_stable_lr(X):
+    """Largest learning rate for which full-batch GD on least squares converges.
+
+    The loss ``mean((X @ w - y)**2) / 2`` has Hessian ``H = X.T @ X / N``; gradient
+    descent contracts every eigendirection iff ``lr < 2 / lambda_max(H)``.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim != 2:
+        raise ValueError(f"X must be a 2-D (N, D) array, got shape {X.shape}")
+    lambda_max = np.linalg.eigvalsh(X.T @ X / len(X))[-1]
+    return 2.0 / lambda_max
+
+
+def init_weights_(model, scheme, seed=0):
+    """Re-initialize every ``nn.Linear`` weight in place; biases become zero.
+
+    Args:
+        model: a ``torch.nn.Module``.
+        scheme: 'small' (std 0.01), 'large' (std 1), 'xavier' (std
+            ``1/sqrt(fan_in)``, Glorot and Bengio's variance-preserving choice for
+            fan_in = fan_out) or 'he' (std ``sqrt(2/fan_in)``, for ReLU).
+        seed: seeds the draws.
+
+    Returns:
+        ``model``.
+    """
+    import torch
+    from torch import nn
+
+    stds = {"small": lambda n: 0.01, "large": lambda n: 1.0,
+            "xavier": lambda n: (1.0 / n) ** 0.5, "he": lambda n: (2.0 / n) ** 0.5}
+    if scheme not in stds:
+        raise ValueError(f"scheme must be one of {sorted(stds)}, got {scheme!r}")
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for layer in model.modules():
+            if isinstance(layer, nn.Linear):
+                std = stds[scheme](layer.in_features)
+                layer.weight.copy_(torch.randn(layer.weight.shape, generator=gen) * std)
+                if layer.bias is not None:
+                    layer.bias.zero_()
+    return model
+
+
+def layer_activations(model, x):
+    """Outputs of every activation module (ReLU, LeakyReLU, ELU, Tanh, Sigmoid), in order.
+
+    Runs one forward pass of ``x`` through ``model`` (in its current mode, without
+    gradients) and returns a list of NumPy arrays, one per activation layer.
+    """
+    import torch
+    from torch import nn
+
+    kinds = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.Tanh, nn.Sigmoid)
+    outputs = []
+    hooks = [m.register_forward_hook(lambda m, i, out: outputs.append(out.detach().numpy().copy()))
+             for m in model.modules() if isinstance(m, kinds)]
+    if not hooks:
+        raise ValueError(f"model has no activation module among {[k.__name__ for k in kinds]}")
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return outputs
