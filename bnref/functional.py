@@ -218,6 +218,9 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param):
         out of shape (N, C, H, W) and a cache.
     """
     check_float_array("x", x, 4)
+    N, C, H, W = x.shape
+    if isinstance(bn_param, dict) and bn_param.get("mode") == "train":
+        check_batch_size(N * H * W, x.shape)  # name the 4-D shape, not the rows'
     rows, cache = batchnorm_forward(_nchw_to_rows(x), gamma, beta, bn_param)
     return _rows_to_nchw(rows, x.shape), (cache, x.shape)
 
