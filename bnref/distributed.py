@@ -24,6 +24,9 @@ the shard's own statistics and the synchronized ones.
 import socket
 
 import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
 
 __all__ = [
     "local_moments",
@@ -32,6 +35,7 @@ __all__ = [
     "sync_moments_sums",
     "free_port",
     "run_demo",
+    "ShardedBatchNorm2d",
 ]
 
 
@@ -85,9 +89,6 @@ def sync_moments(x, group=None):
     Returns:
         count, mean (C,), var (C,).
     """
-    import torch
-    import torch.distributed as dist
-
     count, mean, m2 = local_moments(x)
     packed = torch.stack([torch.full_like(mean, count), mean, m2])  # 3,C
     gathered = [torch.empty_like(packed) for _ in range(dist.get_world_size(group))]
@@ -109,9 +110,6 @@ def sync_moments_sums(x, group=None):
     Returns:
         count, mean (C,), var (C,).
     """
-    import torch
-    import torch.distributed as dist
-
     rows = _channel_rows(x)                                  # M,C
     packed = torch.stack([torch.full_like(rows[0], rows.shape[0]),
                           rows.sum(dim=0), (rows**2).sum(dim=0)])  # 3,C
@@ -130,8 +128,6 @@ def free_port():
 
 def _try_torch_syncbn(shard):
     """Run torch.nn.SyncBatchNorm on this CPU shard; its output, or the error it raises."""
-    import torch
-
     bn = torch.nn.SyncBatchNorm(shard.shape[1]).to(shard.dtype)
     try:
         return bn(shard).detach().numpy(), None
@@ -141,9 +137,6 @@ def _try_torch_syncbn(shard):
 
 def _worker(rank, world_size, port, x, sizes, queue):
     """One process of :func:`run_demo`: statistics of its shard, local and synced."""
-    import torch
-    import torch.distributed as dist
-
     torch.set_num_threads(1)  # several processes share few cores
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}",
                              rank=rank, world_size=world_size)
@@ -194,3 +187,36 @@ def run_demo(x, world_size=2, sizes=None):
     results = [queue.get() for _ in range(world_size)]  # drain before join
     ctx.join()
     return sorted(results, key=lambda r: r["rank"])
+
+
+
+class ShardedBatchNorm2d(torch.nn.BatchNorm2d):
+    """BatchNorm2d as data parallelism without sync sees it, simulated in one process.
+
+    In train mode the batch is cut into shards of ``shard_size`` examples and
+    each shard is normalized with its own statistics, as each of several
+    processes would. Only the first shard updates the running statistics, as
+    with DistributedDataParallel, which broadcasts rank 0's buffers. Eval
+    mode is plain BatchNorm2d.
+    """
+
+    def __init__(self, num_features, shard_size, **kwargs):
+        super().__init__(num_features, **kwargs)
+        if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
+            raise ValueError(f"shard_size must be a positive int, got {shard_size!r}")
+        self.shard_size = shard_size
+
+    def forward(self, x):
+        if not self.training:
+            return super().forward(x)
+        self.num_batches_tracked += 1
+        factor = (1.0 / float(self.num_batches_tracked) if self.momentum is None
+                  else self.momentum)  # None means the cumulative average, as in torch
+        outs = []
+        for i, shard in enumerate(x.split(self.shard_size)):
+            first = i == 0
+            outs.append(F.batch_norm(
+                shard, self.running_mean if first else None,
+                self.running_var if first else None, self.weight, self.bias,
+                True, factor, self.eps))
+        return torch.cat(outs)

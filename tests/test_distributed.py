@@ -98,3 +98,42 @@ def test_bad_arguments_raise(kwargs, match):
 def test_bad_shape_raises():
     with pytest.raises(ValueError, match=r"x must have shape"):
         local_moments(torch.zeros(2, 3, 4))
+
+
+def test_sharded_bn_normalizes_each_shard_on_its_own():
+    """Train mode: each shard equals from-scratch BN of that shard; first shard feeds the buffers."""
+    from bnref.distributed import ShardedBatchNorm2d
+    from bnref.functional import spatial_batchnorm_forward
+
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(5, 3, 4, 4, generator=gen, dtype=torch.float64) * 2 + 1
+    bn = ShardedBatchNorm2d(3, shard_size=2).double()
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 1.5, generator=gen)
+        bn.bias.uniform_(-1, 1, generator=gen)
+    out = bn(x).detach().numpy()
+    gamma, beta = bn.weight.detach().numpy(), bn.bias.detach().numpy()
+    first_param = {"mode": "train", "momentum": 0.9}  # EWA decay 0.9 == torch's 0.1
+    for start in range(0, 5, 2):
+        param = first_param if start == 0 else {"mode": "train"}
+        ref, _ = spatial_batchnorm_forward(x[start:start + 2].numpy(), gamma, beta, param)
+        np.testing.assert_allclose(out[start:start + 2], ref, rtol=0, atol=1e-10)
+    n = 2 * 4 * 4  # torch keeps the unbiased variance in its buffer
+    ref_mean = first_param["running_mean"]
+    ref_var = 0.9 + (first_param["running_var"] - 0.9) * n / (n - 1)
+    np.testing.assert_allclose(bn.running_mean.numpy(), ref_mean, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(bn.running_var.numpy(), ref_var, rtol=0, atol=1e-12)
+
+
+def test_sharded_bn_with_one_shard_is_batchnorm2d():
+    from bnref.distributed import ShardedBatchNorm2d
+
+    x = torch.randn(6, 2, 3, 3, dtype=torch.float64)
+    bn, ref = ShardedBatchNorm2d(2, shard_size=6).double(), torch.nn.BatchNorm2d(2).double()
+    for _ in range(2):
+        torch.testing.assert_close(bn(x), ref(x), rtol=0, atol=1e-12)
+    torch.testing.assert_close(bn.running_var, ref.running_var, rtol=0, atol=1e-12)
+    bn.eval(), ref.eval()
+    torch.testing.assert_close(bn(x), ref(x), rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="shard_size"):
+        ShardedBatchNorm2d(2, shard_size=0)
