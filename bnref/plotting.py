@@ -75,3 +75,68 @@ def plot_layer_histograms(axes, activations, bins=40, value_range=None, color="C
         ax.set_yticks([])
         ax.tick_params(axis="x", labelsize=7)
     return axes
+
+
+def plot_norm_cube(ax, kind, N=6, C=6, HW=5, G=3, color="C0"):
+    """The (N, C, H*W) activation cube with the values that share one mean and variance shaded.
+
+    After Figure 2 of Wu & He (2018): batch norm shades one channel over the
+    batch and all positions, layer norm one example over all channels and
+    positions, instance norm one example and one channel, group norm one
+    example and a group of ``C // G`` channels.
+
+    Args:
+        ax: matplotlib Axes (2-D; the cube is drawn in oblique projection).
+        kind: 'batch', 'layer', 'instance' or 'group'.
+        N, C, HW: cells drawn along each axis.
+        G: number of groups for ``kind='group'`` (must divide C).
+        color: fill colour of the shaded cells.
+
+    Returns:
+        ``ax``.
+    """
+    import numpy as np
+    from matplotlib.patches import Polygon
+
+    spans = {"batch": ((0, N), (0, 1)), "layer": ((0, 1), (0, C)),
+             "instance": ((0, 1), (0, 1)), "group": ((0, 1), (0, C // G))}
+    if kind not in spans:
+        raise ValueError(f"kind must be one of {sorted(spans)}, got {kind!r}")
+    if kind == "group" and (G < 1 or C % G):
+        raise ValueError(f"G must be a positive divisor of C={C}, got {G!r}")
+    depth = 0.55 * np.array([np.cos(np.pi / 5), np.sin(np.pi / 5)])
+
+    def P(n, h, c):  # (example, position, channel) -> page coordinates
+        return np.array([n, h]) + c * depth
+
+    def face(corners, **kw):
+        ax.add_patch(Polygon([P(*p) for p in corners], closed=True, **kw))
+
+    (n0, n1), (c0, c1) = spans[kind]
+    fill = dict(facecolor=color, alpha=0.75, edgecolor="none")
+    face([(n0, 0, 0), (n1, 0, 0), (n1, HW, 0), (n0, HW, 0)], **fill)          # front
+    face([(n0, HW, c0), (n1, HW, c0), (n1, HW, c1), (n0, HW, c1)], **fill)     # top
+    if n1 == N:
+        face([(N, 0, c0), (N, 0, c1), (N, HW, c1), (N, HW, c0)], **fill)      # right
+    grid = dict(color="0.35", linewidth=0.6)
+    for n in range(N + 1):
+        ax.plot(*np.array([P(n, 0, 0), P(n, HW, 0), P(n, HW, C)]).T, **grid)
+    for h in range(HW + 1):
+        ax.plot(*np.array([P(0, h, 0), P(N, h, 0), P(N, h, C)]).T, **grid)
+    for c in range(C + 1):
+        ax.plot(*np.array([P(0, HW, c), P(N, HW, c), P(N, 0, c)]).T, **grid)
+    ax.annotate("", P(N, -0.6, 0), P(0, -0.6, 0), arrowprops=dict(arrowstyle="->"))
+    ax.text(*P(N / 2, -1.3, 0), "N", ha="center", va="center")
+    ax.annotate("", P(-0.6, HW, 0), P(-0.6, 0, 0), arrowprops=dict(arrowstyle="->"))
+    ax.text(*P(-1.2, HW / 2, 0), "H, W", ha="center", va="center", rotation=90)
+    ax.annotate("", P(N + 0.5, 0, C) + [0.1, -0.3], P(N + 0.5, 0, 0) + [0.1, -0.3],
+                arrowprops=dict(arrowstyle="->"))
+    ax.text(*(P(N + 0.9, 0, C / 2) + [0.2, -0.5]), "C", ha="center", va="center")
+    ax.set_title({"batch": "Batch norm", "layer": "Layer norm", "instance": "Instance norm",
+                  "group": f"Group norm (G={G})"}[kind])
+    ax.set_aspect("equal")
+    far = P(N, HW, C)
+    ax.set_xlim(-1.8, far[0] + 1.2)
+    ax.set_ylim(-1.9, far[1] + 0.3)
+    ax.axis("off")
+    return ax
