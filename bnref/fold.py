@@ -50,7 +50,9 @@ def _scale_and_shift(bn):
     shift = -mean * scale                                       # C
     if bn.weight is not None:  # affine=False BN has gamma = 1, beta = 0
         scale = scale * bn.weight.detach().double()
-        shift = shift * bn.weight.detach().double() + bn.bias.detach().double()
+        shift = shift * bn.weight.detach().double()
+    if bn.bias is not None:  # torch >= 2.13 allows a weight without a bias
+        shift = shift + bn.bias.detach().double()
     return scale, shift
 
 

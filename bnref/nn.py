@@ -3,7 +3,8 @@
 ``BatchNorm1d`` and ``BatchNorm2d`` are drop-in replacements for
 ``torch.nn.BatchNorm1d`` and ``torch.nn.BatchNorm2d``: the same constructor
 arguments, the same state_dict keys (so state dicts load both ways) and the
-same train/eval behaviour. The difference is inside: the normalization is a
+same train/eval behaviour (including the keyword-only ``bias`` of
+torch 2.13, which works here on any torch version). The difference is inside: the normalization is a
 :class:`BatchNormFunction`, a ``torch.autograd.Function`` whose backward is
 the closed form derived in the book, so autograd never traces through the
 statistics.
@@ -169,7 +170,7 @@ class _BatchNorm(nn.Module):
     _input_ndims = ()
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
-                 track_running_stats=True, device=None, dtype=None):
+                 track_running_stats=True, device=None, dtype=None, *, bias=True):
         super().__init__()
         if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features < 1:
             raise ValueError(f"num_features must be a positive integer, got {num_features!r}")
@@ -183,9 +184,11 @@ class _BatchNorm(nn.Module):
         self.affine, self.track_running_stats = affine, track_running_stats
         if affine:
             self.weight = nn.Parameter(torch.ones(num_features, **factory))
-            self.bias = nn.Parameter(torch.zeros(num_features, **factory))
         else:
             self.register_parameter("weight", None)
+        if affine and bias:  # bias=False (torch >= 2.13): scale without shift
+            self.bias = nn.Parameter(torch.zeros(num_features, **factory))
+        else:
             self.register_parameter("bias", None)
         if track_running_stats:
             self.register_buffer("running_mean", torch.zeros(num_features, **factory))
@@ -205,13 +208,15 @@ class _BatchNorm(nn.Module):
 
     def reset_parameters(self):
         self.reset_running_stats()
-        if self.affine:
+        if self.weight is not None:
             nn.init.ones_(self.weight)
+        if self.bias is not None:
             nn.init.zeros_(self.bias)
 
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
-                f"affine={self.affine}, track_running_stats={self.track_running_stats}")
+                f"affine={self.affine}, bias={self.bias is not None}, "
+                f"track_running_stats={self.track_running_stats}")
 
     def forward(self, x):
         if isinstance(x, torch.Tensor) and x.ndim not in self._input_ndims:
