@@ -1,0 +1,288 @@
+"""Launchers: check the arguments, lay the tensor out as planes, split the work, launch.
+
+See :mod:`bnref.triton.kernels` for the plane picture and the kernels.
+"""
+
+import contextlib
+import functools
+from typing import NamedTuple
+
+import torch
+import triton
+
+from bnref.triton import kernels
+
+__all__ = ["batch_norm_train", "batch_norm_backward", "batch_norm_eval", "tiling"]
+
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+if not isinstance(kernels._stats_kernel, triton.runtime.JITFunction):
+    MODE = "interpreter"
+elif torch.cuda.is_available():
+    MODE = "gpu"
+else:
+    MODE = "unavailable"  # compiled kernels, nothing to run them on
+
+# Elements per tile and programs per streaming multiprocessor: starting points
+# for the GPU (benchmarks/gpu_bn.py measures them). In the interpreter every
+# program is a Python loop, so there the fewest, largest tiles are fastest.
+_TILE_ELEMS = 4096
+_PROGRAMS_PER_SM = 4
+_overrides = {}
+
+
+class Layout(NamedTuple):
+    """The input as G planes of (R, K); a channel is a column or a plane."""
+    channels_in_cols: bool
+    G: int
+    R: int
+    K: int
+    row_stride: int
+    plane_stride: int
+
+
+class Tiling(NamedTuple):
+    block_r: int
+    block_k: int
+    rows_per_prog: int
+    cols_per_prog: int
+    grid: tuple
+
+
+@contextlib.contextmanager
+def tiling(block_r=None, block_k=None, rows_per_prog=None, cols_per_prog=None):
+    """Force tile sizes and program rectangles (for tests and tuning experiments).
+
+    Small values make tiny inputs take the many-tile, many-program path that
+    large inputs take on a GPU. In the channels-last layout ``cols_per_prog``
+    is always ``block_k`` (a program owns one block of channels).
+    """
+    forced = dict(block_r=block_r, block_k=block_k, rows_per_prog=rows_per_prog,
+                  cols_per_prog=cols_per_prog)
+    for name, value in forced.items():
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if name.startswith("block") and value is not None and value & (value - 1):
+            raise ValueError(f"{name} must be a power of two, got {value}")
+    saved = dict(_overrides)
+    _overrides.update({k: v for k, v in forced.items() if v is not None})
+    try:
+        yield
+    finally:
+        _overrides.clear()
+        _overrides.update(saved)
+
+
+@functools.lru_cache(maxsize=None)
+def _target_programs(device):
+    if MODE == "interpreter":
+        return 1
+    return _PROGRAMS_PER_SM * torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def _pow2_at_most(n, cap):
+    return min(triton.next_power_of_2(max(n, 1)), cap)
+
+
+def _plan(layout, device):
+    """Choose tile sizes and how many programs share each plane."""
+    o = _overrides
+    G, R, K = layout.G, layout.R, layout.K
+    block_k = o.get("block_k") or _pow2_at_most(K, 64 if layout.channels_in_cols else 1024)
+    block_r = o.get("block_r") or _pow2_at_most(R, max(1, _TILE_ELEMS // block_k))
+    if layout.channels_in_cols:
+        cols_per_prog = block_k
+    else:
+        cols_per_prog = o.get("cols_per_prog") or K
+    # Split rows until the GPU is busy, then (NCHW with few rows) columns too.
+    wanted = max(1, _target_programs(device) // (G * triton.cdiv(K, cols_per_prog)))
+    rows_per_prog = o.get("rows_per_prog") or block_r * triton.cdiv(
+        triton.cdiv(R, block_r), min(wanted, triton.cdiv(R, block_r)))
+    rows_per_prog = max(rows_per_prog, triton.cdiv(R, 65535))  # grid axis limit
+    n_r = triton.cdiv(R, rows_per_prog)
+    if not layout.channels_in_cols and "cols_per_prog" not in o and n_r < wanted:
+        col_tiles = triton.cdiv(K, block_k)
+        cols_per_prog = block_k * triton.cdiv(col_tiles, min(col_tiles, triton.cdiv(wanted, n_r)))
+    grid = (G, n_r, triton.cdiv(K, cols_per_prog))
+    return Tiling(block_r, block_k, rows_per_prog, cols_per_prog, grid)
+
+
+def _layout(x):
+    """Lay ``x`` out as planes; returns (layout, x), x copied only if its strides are unusual."""
+    N, C = x.shape[0], x.shape[1]
+    S = x.shape[2] * x.shape[3] if x.dim() == 4 else 1
+    if S > 1 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return Layout(True, 1, N * S, C, C, 0), x
+    x = x.contiguous()
+    if S == 1:  # (N, C) and (N, C, 1, 1): the channel is the contiguous axis
+        return Layout(True, 1, N, C, C, 0), x
+    return Layout(False, C, N, S, C * S, S), x
+
+
+def _like_layout(t, x, layout):
+    """``t`` (dy) with the same strides as ``x``."""
+    if t.stride() == x.stride():
+        return t
+    fmt = torch.channels_last if layout.channels_in_cols and x.dim() == 4 else torch.contiguous_format
+    return t.contiguous(memory_format=fmt)
+
+
+def _launch_args(layout, t):
+    return dict(R=layout.R, K=layout.K, row_stride=layout.row_stride,
+                plane_stride=layout.plane_stride, rows_per_prog=t.rows_per_prog,
+                cols_per_prog=t.cols_per_prog, CHANNELS_IN_COLS=layout.channels_in_cols,
+                BLOCK_R=t.block_r, BLOCK_K=t.block_k)
+
+
+def _finalize_blocks(P, C):
+    block_c = _pow2_at_most(C, 128)
+    return _pow2_at_most(P, max(1, _TILE_ELEMS // block_c)), block_c
+
+
+def _check_input(x, training):
+    if MODE == "unavailable":
+        raise RuntimeError("bnref.triton found no GPU and Triton's interpreter is off: "
+                           "set TRITON_INTERPRET=1 before importing bnref.triton")
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() not in (2, 4):
+        raise ValueError(f"x must have shape (N, C) or (N, C, H, W), got {tuple(x.shape)}")
+    if x.dtype not in FLOAT_DTYPES:
+        raise ValueError(f"x must be float32, float16 or bfloat16, got {x.dtype}")
+    if MODE == "gpu" and not x.is_cuda:
+        raise ValueError(
+            f"x is on {x.device}, but bnref.triton runs compiled GPU kernels (MODE='gpu'): "
+            "move it to the GPU, or set TRITON_INTERPRET=1 before importing bnref.triton")
+    if training and x.numel() // max(x.shape[1], 1) <= 1:
+        raise ValueError("Expected more than 1 value per channel when training, "
+                         f"got x of shape {tuple(x.shape)}")
+
+
+def _check_channel_param(name, t, x):
+    if t is None:
+        return
+    C = x.shape[1]
+    if not isinstance(t, torch.Tensor) or t.shape != (C,):
+        got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+        raise ValueError(f"{name} must be a tensor of shape ({C},) to match x, got {got}")
+    if not t.is_floating_point():
+        raise ValueError(f"{name} must be floating point, got {t.dtype}")
+    if t.device != x.device:
+        raise ValueError(f"{name} must be on x's device {x.device}, got {t.device}")
+    if not t.is_contiguous():
+        raise ValueError(f"{name} must be contiguous, got strides {t.stride()}")
+
+
+def _check_scalar(name, value, low, high=None):
+    ok = isinstance(value, (int, float)) and value >= low and (high is None or value <= high)
+    if not ok or (name == "eps" and value <= 0):
+        bound = f"in [{low}, {high}]" if high is not None else "positive"
+        raise ValueError(f"{name} must be a number {bound}, got {value!r}")
+
+
+def batch_norm_train(x, weight=None, bias=None, running_mean=None, running_var=None,
+                     momentum=0.1, eps=1e-5):
+    """Training-mode batch norm: normalize with the batch statistics.
+
+    Args:
+        x: (N, C) or (N, C, H, W), float32/float16/bfloat16, NCHW or channels-last.
+        weight, bias: (C,) or None.
+        running_mean, running_var: (C,) or both None; updated in place with
+            ``running = (1 - momentum) * running + momentum * batch_stat``
+            (the variance unbiased), as in PyTorch.
+        momentum: in [0, 1]. eps: positive, added to the variance.
+
+    Returns:
+        y: like x (dtype and memory format).
+        save_mean, save_invstd: (C,) float32, what :func:`batch_norm_backward` needs.
+    """
+    _check_input(x, training=True)
+    for name, t in (("weight", weight), ("bias", bias), ("running_mean", running_mean),
+                    ("running_var", running_var)):
+        _check_channel_param(name, t, x)
+    if (running_mean is None) != (running_var is None):
+        raise ValueError("running_mean and running_var must both be tensors or both be None")
+    _check_scalar("momentum", momentum, 0.0, 1.0)
+    _check_scalar("eps", eps, 0.0)
+    layout, x = _layout(x)
+    C = x.shape[1]
+    t = _plan(layout, x.device)
+    P = t.grid[1] * (1 if layout.channels_in_cols else t.grid[2])
+    n, mean, m2 = torch.empty((3, P, C), device=x.device, dtype=torch.float32)
+    kernels._stats_kernel[t.grid](x, n, mean, m2, C=C, **_launch_args(layout, t))
+    save_mean = torch.empty(C, device=x.device, dtype=torch.float32)
+    save_invstd = torch.empty_like(save_mean)
+    update = running_mean is not None
+    block_p, block_c = _finalize_blocks(P, C)
+    kernels._finalize_stats_kernel[(triton.cdiv(C, block_c),)](
+        n, mean, m2, P, C, save_mean, save_invstd,
+        running_mean if update else save_mean, running_var if update else save_invstd,
+        float(momentum), float(eps), UPDATE_RUNNING=update, BLOCK_P=block_p, BLOCK_C=block_c)
+    y = torch.empty_like(x)
+    _normalize(x, y, layout, save_mean, save_invstd, weight, bias, eps, from_var=False)
+    return y, save_mean, save_invstd
+
+
+def batch_norm_eval(x, weight=None, bias=None, running_mean=None, running_var=None, eps=1e-5):
+    """Inference-mode batch norm: one pass, y = (x - running_mean) / sqrt(running_var + eps) * w + b."""
+    _check_input(x, training=False)
+    for name, t in (("weight", weight), ("bias", bias), ("running_mean", running_mean),
+                    ("running_var", running_var)):
+        _check_channel_param(name, t, x)
+    if running_mean is None or running_var is None:
+        raise ValueError("batch_norm_eval needs running_mean and running_var, got None")
+    _check_scalar("eps", eps, 0.0)
+    layout, x = _layout(x)
+    y = torch.empty_like(x)
+    if x.numel():
+        _normalize(x, y, layout, running_mean, running_var, weight, bias, eps, from_var=True)
+    return y
+
+
+def _normalize(x, y, layout, mean, spread, weight, bias, eps, from_var):
+    t = _plan(layout, x.device)
+    kernels._normalize_kernel[t.grid](
+        x, y, mean, spread, x if weight is None else weight, x if bias is None else bias,
+        float(eps), FROM_VAR=from_var, HAS_WEIGHT=weight is not None,
+        HAS_BIAS=bias is not None, **_launch_args(layout, t))
+
+
+def batch_norm_backward(dy, x, weight, save_mean, save_invstd):
+    """Gradients of training-mode batch norm.
+
+    Args:
+        dy: gradient of y, shaped like x. x: the forward input.
+        weight: (C,) or None. save_mean, save_invstd: from :func:`batch_norm_train`.
+
+    Returns:
+        dx (like x), dweight and dbias ((C,), in weight's dtype, float32 without weight).
+    """
+    _check_input(x, training=True)
+    if not isinstance(dy, torch.Tensor) or dy.shape != x.shape:
+        got = tuple(dy.shape) if isinstance(dy, torch.Tensor) else type(dy).__name__
+        raise ValueError(f"dy must be a tensor of x's shape {tuple(x.shape)}, got {got}")
+    if dy.dtype not in FLOAT_DTYPES or dy.device != x.device:
+        raise ValueError(f"dy must be a floating tensor on {x.device}, got {dy.dtype} on {dy.device}")
+    for name, t in (("weight", weight), ("save_mean", save_mean), ("save_invstd", save_invstd)):
+        _check_channel_param(name, t, x)
+    if save_mean is None or save_invstd is None:
+        raise ValueError("save_mean and save_invstd are required (from batch_norm_train), got None")
+    save_mean, save_invstd = save_mean.float(), save_invstd.float()
+    layout, x = _layout(x)
+    dy = _like_layout(dy, x, layout)
+    C = x.shape[1]
+    t = _plan(layout, x.device)
+    P = t.grid[1] * (1 if layout.channels_in_cols else t.grid[2])
+    sum_dy, sum_dy_xmu = torch.empty((2, P, C), device=x.device, dtype=torch.float32)
+    kernels._grad_sums_kernel[t.grid](dy, x, save_mean, sum_dy, sum_dy_xmu, C=C,
+                                      **_launch_args(layout, t))
+    dweight, dbias = torch.empty((2, C), device=x.device, dtype=torch.float32)
+    block_p, block_c = _finalize_blocks(P, C)
+    kernels._finalize_grads_kernel[(triton.cdiv(C, block_c),)](
+        sum_dy, sum_dy_xmu, P, C, save_invstd, dweight, dbias, BLOCK_P=block_p, BLOCK_C=block_c)
+    dx = torch.empty_like(x)
+    kernels._grad_input_kernel[t.grid](
+        dy, x, dx, save_mean, save_invstd, x if weight is None else weight, dweight, dbias,
+        float(x.numel() // C), HAS_WEIGHT=weight is not None, **_launch_args(layout, t))
+    if weight is not None and weight.dtype != torch.float32:
+        dweight, dbias = dweight.to(weight.dtype), dbias.to(weight.dtype)
+    return dx, dweight, dbias
