@@ -236,3 +236,23 @@ def test_float32_matches_torch_and_eval_needs_no_batch():
     ours.eval()
     theirs.eval()
     torch.testing.assert_close(ours(x[:1, :, :1, :1]), theirs(x[:1, :, :1, :1]))
+
+
+def test_nan_propagates_like_torch():
+    """A NaN poisons its own channel (output and running statistics), as in torch.nn."""
+    x = torch.randn(4, 3, 2, 2, dtype=torch.float64)
+    x[1, 2, 0, 1] = float("nan")
+    ours, theirs = bnn.BatchNorm2d(3, dtype=torch.float64), nn.BatchNorm2d(3, dtype=torch.float64)
+    out_ours, out_theirs = ours(x), theirs(x)
+    assert torch.isnan(out_ours[:, 2]).all() and torch.isfinite(out_ours[:, :2]).all()
+    torch.testing.assert_close(out_ours, out_theirs, equal_nan=True, **TOL)
+    assert torch.isnan(ours.running_mean[2]) and torch.isnan(ours.running_var[2])
+
+
+def test_double_backward_is_refused():
+    """The hand-written backward is not itself differentiable; autograd says so."""
+    x = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    out = bnn.BatchNorm1d(3, dtype=torch.float64)(x)
+    (dx,) = torch.autograd.grad((out ** 3).sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        dx.sum().backward()
