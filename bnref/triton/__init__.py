@@ -7,10 +7,12 @@ interpreter on the CPU (slow, but exact to the same float32 arithmetic).
 * ``'gpu'``: tensors must be CUDA tensors.
 * ``'interpreter'``: ``TRITON_INTERPRET=1`` was set (by you, or by this
   package when it found no GPU and the variable unset); tensors live on the CPU.
-* ``'unavailable'``: no GPU and ``TRITON_INTERPRET=0``; calls raise.
+* ``'unavailable'``: no GPU and ``TRITON_INTERPRET=0``, or triton was imported
+  before ``TRITON_INTERPRET=1`` was set (``WHY`` says which); calls raise.
 
-The interpreter is chosen when each kernel is defined, so the variable must be
-set before this package is first imported. :func:`describe` says it in words.
+The interpreter replaces Triton's own library when ``triton`` is first
+imported, so the variable must be set before that (or import this package
+first). :func:`describe` says it in words.
 
 API: :func:`batch_norm_train`, :func:`batch_norm_backward`,
 :func:`batch_norm_eval`, :class:`BatchNormFunction` (autograd),
@@ -23,7 +25,8 @@ import os
 import torch
 
 if "TRITON_INTERPRET" not in os.environ and not torch.cuda.is_available():
-    # Without a GPU the only way to run Triton is its interpreter.
+    # Without a GPU the only way to run Triton is its interpreter. It takes
+    # effect only if triton itself is not imported yet (MODE says if it did).
     os.environ["TRITON_INTERPRET"] = "1"
 
 import triton  # noqa: E402  (the top-level Triton package, not this one)
@@ -31,6 +34,7 @@ import triton  # noqa: E402  (the top-level Triton package, not this one)
 from bnref.triton.module import BatchNorm2d, BatchNormFunction, batch_norm  # noqa: E402
 from bnref.triton.ops import (  # noqa: E402
     MODE,
+    WHY,
     batch_norm_backward,
     batch_norm_eval,
     batch_norm_train,
@@ -50,5 +54,4 @@ def describe():
     if MODE == "interpreter":
         return (f"bnref.triton: Triton's interpreter on the CPU, TRITON_INTERPRET=1 "
                 f"({versions}); pass CPU tensors. Correct but slow: keep shapes small.")
-    return (f"bnref.triton: unavailable, no GPU and TRITON_INTERPRET=0 ({versions}); "
-            "set TRITON_INTERPRET=1 before importing bnref.triton.")
+    return f"bnref.triton: unavailable ({versions}): {WHY}."

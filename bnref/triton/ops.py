@@ -9,18 +9,27 @@ from typing import NamedTuple
 
 import torch
 import triton
+import triton.language as tl
 
 from bnref.triton import kernels
 
 __all__ = ["batch_norm_train", "batch_norm_backward", "batch_norm_eval", "tiling"]
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-if not isinstance(kernels._stats_kernel, triton.runtime.JITFunction):
-    MODE = "interpreter"
+_compiled = isinstance(kernels._stats_kernel, triton.runtime.JITFunction)
+if _compiled != isinstance(tl.sum, triton.runtime.JITFunction):
+    # Triton's own library was defined before TRITON_INTERPRET=1 was set.
+    MODE = "unavailable"
+    WHY = ("triton was imported before TRITON_INTERPRET=1 was set: set it first "
+           "(or import bnref.triton before triton) in a fresh process")
+elif not _compiled:
+    MODE, WHY = "interpreter", ""
 elif torch.cuda.is_available():
-    MODE = "gpu"
+    MODE, WHY = "gpu", ""
 else:
-    MODE = "unavailable"  # compiled kernels, nothing to run them on
+    MODE = "unavailable"
+    WHY = ("no GPU and TRITON_INTERPRET is not 1: set TRITON_INTERPRET=1 before "
+           "importing triton or bnref.triton")
 
 # Elements per tile and programs per streaming multiprocessor: starting points
 # for the GPU (benchmarks/gpu_bn.py measures them). In the interpreter every
@@ -140,8 +149,7 @@ def _finalize_blocks(P, C):
 
 def _check_input(x, training):
     if MODE == "unavailable":
-        raise RuntimeError("bnref.triton found no GPU and Triton's interpreter is off: "
-                           "set TRITON_INTERPRET=1 before importing bnref.triton")
+        raise RuntimeError(f"bnref.triton cannot run: {WHY}")
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"x must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() not in (2, 4):

@@ -1,0 +1,249 @@
+"""bnref.triton against PyTorch: forward, backward, eval, running statistics, module.
+
+Without a GPU the kernels run through Triton's interpreter (bnref.triton sets
+TRITON_INTERPRET=1 itself when there is no GPU), so the shapes stay small and
+awkward (no powers of two) and ``bt.tiling`` forces tiny tiles and many
+programs per channel: the split reduction and the deterministic Chan merge that
+large inputs take on a GPU. The oracle is ``torch.nn.functional.batch_norm`` in
+float64 on the same (already rounded) input, with autograd for the gradients.
+"""
+
+import importlib.util
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+if importlib.util.find_spec("triton") is None:
+    pytest.skip("triton is not installed: bnref.triton cannot run", allow_module_level=True)
+# Imported before triton itself, so that it can switch on the interpreter.
+import bnref.triton as bt  # noqa: E402
+
+if bt.MODE == "unavailable":
+    pytest.skip(f"bnref.triton cannot run here: {bt.WHY}", allow_module_level=True)
+
+DEVICE = "cuda" if bt.MODE == "gpu" else "cpu"
+# Output tolerance: float32 arithmetic, then rounding to the output dtype.
+TOL = {torch.float32: 2e-5, torch.float16: 4e-3, torch.bfloat16: 3e-2}
+
+
+def split(x):
+    """Small tiles and odd program rectangles: several tiles and programs per channel."""
+    S = x[0, 0].numel()
+    if S > 1 and x.is_contiguous():  # NCHW: split the rows and the pixels of each channel
+        return bt.tiling(block_r=2, block_k=8, rows_per_prog=3, cols_per_prog=24)
+    R = x.numel() // x.shape[1]  # channels last: split the rows into about 5 programs
+    return bt.tiling(block_r=4, block_k=4, rows_per_prog=R // 5 + 1)
+
+CASES = [  # (shape, channels_last)
+    ((7, 5), False),
+    ((3, 5, 7, 9), False),
+    ((3, 5, 7, 9), True),
+    ((4, 3, 1, 1), False),
+]
+
+
+def make(shape, dtype, channels_last=False, mean=2.0, std=3.0, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.randn(shape, generator=g, dtype=torch.float64) * std + mean).to(dtype)
+    C = shape[1]
+    w = torch.rand(C, generator=g) + 0.5
+    b = torch.randn(C, generator=g)
+    dy = torch.randn(shape, generator=g).to(dtype)
+    if channels_last:
+        x, dy = (t.contiguous(memory_format=torch.channels_last) for t in (x, dy))
+    return [t.to(DEVICE) for t in (x, w, b, dy)]
+
+
+def reference(x, w, b, dy, rm=None, rv=None, momentum=0.1, eps=1e-5):
+    """F.batch_norm in float64: y, dx, dw, db (running stats updated in place)."""
+    xd = x.double().requires_grad_()
+    wd, bd = (None if t is None else t.double().requires_grad_() for t in (w, b))
+    rmd, rvd = (None if t is None else t.double() for t in (rm, rv))
+    y = F.batch_norm(xd, rmd, rvd, wd, bd, True, momentum, eps)
+    y.backward(dy.double())
+    if rm is not None:
+        rm.copy_(rmd), rv.copy_(rvd)
+    grads = [None if t is None else t.grad for t in (wd, bd)]
+    return y.detach(), xd.grad, *grads
+
+
+def close(actual, expected, tol, what):
+    err = (actual.double() - expected.double()).abs().max().item()
+    scale = max(1.0, expected.double().abs().max().item())
+    assert err <= tol * scale, f"{what}: max error {err:.3g} > {tol * scale:.3g}"
+
+
+def test_mode_is_reported():
+    assert bt.MODE == ("gpu" if torch.cuda.is_available() else "interpreter")
+    assert ("interpreter" if bt.MODE == "interpreter" else "compiled kernels") in bt.describe()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("shape,channels_last", CASES)
+def test_train_forward_and_running_stats(shape, channels_last, dtype):
+    x, w, b, dy = make(shape, dtype, channels_last)
+    C = shape[1]
+    rm, rv = torch.randn(C, device=DEVICE), torch.rand(C, device=DEVICE) + 0.5
+    rm_ref, rv_ref = rm.clone(), rv.clone()
+    y, mean, invstd = bt.batch_norm_train(x, w, b, rm, rv, momentum=0.3)
+    y_ref, *_ = reference(x, w, b, dy, rm_ref, rv_ref, momentum=0.3)
+    assert y.dtype == dtype and y.shape == x.shape and y.stride() == x.stride()
+    close(y, y_ref, TOL[dtype], "y")
+    dims = [0] + list(range(2, x.dim()))
+    close(mean, x.double().mean(dims), 1e-6, "save_mean")
+    close(invstd, (x.double().var(dims, unbiased=False) + 1e-5).rsqrt(), 1e-5, "save_invstd")
+    close(rm, rm_ref, 1e-6, "running_mean")
+    close(rv, rv_ref, 1e-5, "running_var")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("shape,channels_last", CASES[:3])
+def test_backward_matches_autograd(shape, channels_last, dtype):
+    x, w, b, dy = make(shape, dtype, channels_last)
+    _, mean, invstd = bt.batch_norm_train(x, w, b, None, None)
+    dx, dw, db = bt.batch_norm_backward(dy, x, w, mean, invstd)
+    _, dx_ref, dw_ref, db_ref = reference(x, w, b, dy)
+    assert dx.dtype == dtype and dx.stride() == x.stride()
+    close(dx, dx_ref, TOL[dtype], "dx")
+    close(dw, dw_ref, 1e-5, "dweight")
+    close(db, db_ref, 1e-5, "dbias")
+
+
+@pytest.mark.parametrize("shape,channels_last", CASES[:3])
+def test_split_reduction_many_programs(shape, channels_last):
+    """Tiny tiles: each channel is summarized by several programs, then merged."""
+    x, w, b, dy = make(shape, torch.float32, channels_last, seed=1)
+    rm, rv = torch.zeros(shape[1], device=DEVICE), torch.ones(shape[1], device=DEVICE)
+    rm_ref, rv_ref = rm.clone(), rv.clone()
+    with split(x):
+        y, mean, invstd = bt.batch_norm_train(x, w, b, rm, rv)
+        dx, dw, db = bt.batch_norm_backward(dy, x, w, mean, invstd)
+        y_eval = bt.batch_norm_eval(x, w, b, rm, rv)
+    y_ref, dx_ref, dw_ref, db_ref = reference(x, w, b, dy, rm_ref, rv_ref)
+    for got, want, what in ((y, y_ref, "y"), (dx, dx_ref, "dx"), (dw, dw_ref, "dweight"),
+                            (db, db_ref, "dbias"), (rm, rm_ref, "running_mean"),
+                            (rv, rv_ref, "running_var")):
+        close(got, want, 2e-5, what)
+    close(y_eval, F.batch_norm(x.double(), rm_ref.double(), rv_ref.double(), w.double(),
+                                b.double()), 2e-5, "eval")
+
+
+def test_nchw_split_across_columns():
+    """NCHW with a single row (N = 1): the pixels of a channel are split between programs."""
+    x, w, b, dy = make((1, 3, 11, 13), torch.float32, seed=2)
+    with bt.tiling(block_r=1, block_k=8, cols_per_prog=16):
+        y, mean, invstd = bt.batch_norm_train(x, w, b)
+        dx, dw, db = bt.batch_norm_backward(dy, x, w, mean, invstd)
+    y_ref, dx_ref, dw_ref, db_ref = reference(x, w, b, dy)
+    close(y, y_ref, 2e-5, "y")
+    close(dx, dx_ref, 2e-5, "dx")
+    close(dw, dw_ref, 1e-5, "dweight")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_large_mean_is_stable(dtype, channels_last):
+    """Mean 1e4, std 1: E[x^2] - E[x]^2 in float32 would lose every digit of the variance."""
+    x, w, b, dy = make((6, 3, 5, 7), dtype, channels_last, mean=1e4, std=1.0, seed=3)
+    with split(x):
+        y, mean, invstd = bt.batch_norm_train(x, w, b)
+        dx, *_ = bt.batch_norm_backward(dy, x, w, mean, invstd)
+    y_ref, dx_ref, *_ = reference(x, w, b, dy)
+    # float32 itself spaces numbers near 1e4 by 1e-3, hence the looser bound.
+    tol = 3e-3 if dtype == torch.float32 else TOL[dtype]
+    close(y, y_ref, tol, "y")
+    close(dx, dx_ref, tol, "dx")
+
+
+def test_results_are_deterministic():
+    x, w, b, dy = make((5, 4, 3, 7), torch.float32, seed=4)
+    with split(x):
+        first = bt.batch_norm_train(x, w, b)
+        second = bt.batch_norm_train(x, w, b)
+    for a, c in zip(first, second):
+        assert torch.equal(a, c)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("shape,channels_last", CASES[1:3])
+def test_eval_matches_torch(shape, channels_last, dtype):
+    x, w, b, _ = make(shape, dtype, channels_last)
+    rm, rv = torch.randn(shape[1], device=DEVICE), torch.rand(shape[1], device=DEVICE) + 0.5
+    y = bt.batch_norm_eval(x, w, b, rm, rv, eps=1e-3)
+    y_ref = F.batch_norm(x.double(), rm.double(), rv.double(), w.double(), b.double(), eps=1e-3)
+    assert y.dtype == dtype and y.stride() == x.stride()
+    close(y, y_ref, TOL[dtype], "y")
+
+
+def test_without_affine_parameters():
+    x, _, _, dy = make((6, 4), torch.float32)
+    _, mean, invstd = bt.batch_norm_train(x, None, None, None, None)
+    y = bt.batch_norm_train(x, None, None, None, None)[0]
+    dx, _, db = bt.batch_norm_backward(dy, x, None, mean, invstd)
+    y_ref, dx_ref, *_ = reference(x, None, None, dy)
+    close(y, y_ref, 2e-5, "y")
+    close(dx, dx_ref, 2e-5, "dx")
+    close(db, dy.double().sum(0), 1e-5, "dbias")
+
+
+@pytest.mark.parametrize("shape,momentum", [((5, 3, 4, 6), 0.1), ((9, 6), None)])
+def test_module_matches_torch_over_steps(shape, momentum):
+    torch.manual_seed(5)
+    C = shape[1]
+    ours = bt.BatchNorm2d(C, momentum=momentum).to(DEVICE)
+    theirs = (torch.nn.BatchNorm2d if len(shape) == 4 else torch.nn.BatchNorm1d)(
+        C, momentum=momentum).to(DEVICE)
+    theirs.load_state_dict(ours.state_dict())
+    for step in range(3):
+        x = (torch.randn(shape) * (step + 1) + step).to(DEVICE)
+        dy = torch.randn(shape, device=DEVICE)
+        outs = []
+        for m in (ours, theirs):
+            m.zero_grad()
+            xi = x.clone().requires_grad_()
+            y = m(xi)
+            y.backward(dy)
+            outs.append((y.detach(), xi.grad, m.weight.grad, m.bias.grad))
+            with torch.no_grad():
+                m.weight -= 0.1 * m.weight.grad
+        for got, want, what in zip(outs[0], outs[1], ("y", "dx", "dweight", "dbias")):
+            close(got, want, 5e-5, f"step {step} {what}")
+    for key, value in theirs.state_dict().items():
+        close(ours.state_dict()[key], value, 5e-5, key)
+    ours.eval(), theirs.eval()
+    x = torch.randn(shape, device=DEVICE, requires_grad=True)
+    y = ours(x)
+    y.backward(torch.ones_like(y))
+    y_ref = theirs(x.detach())
+    close(y, y_ref, 5e-5, "eval y")
+    close(x.grad, (theirs.weight / (theirs.running_var + theirs.eps).sqrt()).detach()
+          .view((1, -1) + (1,) * (len(shape) - 2)).expand(shape), 5e-5, "eval dx")
+
+
+def test_bad_input_raises_clear_errors(monkeypatch):
+    x, w, b, dy = make((4, 3, 2, 2), torch.float32)
+    cases = [
+        (lambda: bt.batch_norm_train(x[0]), "x must have shape"),
+        (lambda: bt.batch_norm_train(x.long()), "x must be float32"),
+        (lambda: bt.batch_norm_train(x.double()), "got torch.float64"),
+        (lambda: bt.batch_norm_train(x, torch.ones(4)), r"weight must be a tensor of shape \(3,\)"),
+        (lambda: bt.batch_norm_train(x, None, torch.ones(3, dtype=torch.int32)), "bias must be floating"),
+        (lambda: bt.batch_norm_train(x[:1, :, :1, :1]), "more than 1 value per channel"),
+        (lambda: bt.batch_norm_train(x, running_mean=torch.zeros(3)), "both be tensors"),
+        (lambda: bt.batch_norm_train(x, momentum=1.5), "momentum must be"),
+        (lambda: bt.batch_norm_train(x, eps=0.0), "eps must be"),
+        (lambda: bt.batch_norm_eval(x, w, b), "needs running_mean"),
+        (lambda: bt.batch_norm_backward(dy[:2], x, w, w, w), "dy must be a tensor of x's shape"),
+        (lambda: bt.BatchNorm2d(3)(x[0]), "expected 2D"),
+    ]
+    for call, message in cases:
+        with pytest.raises(ValueError, match=message):
+            call()
+    with pytest.raises(ValueError, match="power of two"):
+        with bt.tiling(block_r=3):
+            pass
+    monkeypatch.setattr(bt.ops, "MODE", "gpu")
+    if not x.is_cuda:
+        with pytest.raises(ValueError, match="TRITON_INTERPRET=1"):
+            bt.batch_norm_train(x)
