@@ -1,0 +1,58 @@
+"""nbgrader configuration of the course (run nbgrader from the repository root).
+
+Layout: ``solutions/<assignment>/<notebook>.ipynb`` is nbgrader's source
+directory (solutions and hidden tests: instructors only),
+``assignments/<assignment>/`` its release directory (generated, committed).
+What grading produces (``submitted/``, ``autograded/``, ``feedback/``,
+``gradebook.db``) stays out of git (see .gitignore).
+
+Another config can build on this one and override the paths, as the
+pipeline test does::
+
+    c = get_config()
+    load_subconfig("/path/to/repo/nbgrader_config.py")
+    c.CourseDirectory.root = "/tmp/course"
+"""
+
+import os
+import sys
+
+from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
+from nbgrader.converters import GenerateAssignment
+from nbgrader.preprocessors import GetGrades
+
+_REPO = os.path.dirname(os.path.abspath(__file__))
+if _REPO not in sys.path:
+    sys.path.insert(0, _REPO)
+# Hidden tests import grader.guards inside the grading kernel, which inherits
+# this environment.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (_REPO, os.environ.get("PYTHONPATH", "")) if p
+)
+
+from grader.course import COURSE_ID  # noqa: E402
+from grader.preprocessors import HideHiddenTests, InsertRepositoryURL  # noqa: E402
+
+c = get_config()  # noqa: F821 (injected by traitlets)
+
+c.CourseDirectory.course_id = COURSE_ID
+c.CourseDirectory.root = _REPO
+c.CourseDirectory.source_directory = "solutions"
+c.CourseDirectory.release_directory = "assignments"
+
+# Release notebooks get the repository URL from _config.yml (one place).
+c.GenerateAssignment.preprocessors = [InsertRepositoryURL] + list(
+    GenerateAssignment.class_traits()["preprocessors"].default()
+)
+# The stub students see in place of each solution.
+c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
+
+# Grading: a cell that runs longer than this is interrupted and scores 0;
+# the kernel survives the interrupt and the rest of the notebook is graded.
+c.ExecutePreprocessor.timeout = 60
+c.Execute.timeout = 60
+# A deleted test cell is put back (and graded) from the gradebook's copy.
+c.OverwriteCells.add_missing_cells = True
+
+# Feedback shows each test's verdict and message, never hidden test code.
+c.GenerateFeedback.preprocessors = [GetGrades, HideHiddenTests, CSSHTMLHeaderPreprocessor]
