@@ -1,0 +1,272 @@
+"""Batch norm on the GPU: bnref.triton against PyTorch and the copy bandwidth.
+
+For every shape, dtype and memory format, one run times
+
+* ``copy``: ``out.copy_(x)``, the bandwidth ceiling (read x, write out);
+* ``torch``: ``torch.nn.functional.batch_norm`` (cuDNN or PyTorch's native kernels);
+* ``compile``: ``torch.compile`` of the same call;
+* ``bnref``: :mod:`bnref.triton`;
+
+for three passes: forward in training mode, backward, and eval. Times are
+medians from ``triton.testing.do_bench`` (L2 cache flushed before each run).
+Effective bandwidth counts the bytes a pass must move at least: forward and
+eval read x and write y, backward reads x and dy and writes dx. Before timing,
+bnref.triton's result is checked against ``F.batch_norm`` (as in llm.c's
+dev/cuda: check, then time).
+
+    python benchmarks/gpu_bn.py                # GPU: table + benchmarks/results/<device>.json
+    python benchmarks/gpu_bn.py --markdown     # the table as Markdown (for the issue note)
+    python benchmarks/gpu_bn.py --dry-run      # no GPU: tiny CPU shapes through the interpreter
+
+The dry run exercises everything but the timing (wall-clock of interpreted
+kernels means nothing) and writes no file unless ``--out`` is given.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+SHAPES = [  # (shape, memory format)
+    ((8192, 1024), "nchw"),
+    ((65536, 256), "nchw"),
+    ((256, 64, 56, 56), "nchw"),
+    ((64, 256, 28, 28), "nchw"),
+    ((32, 512, 14, 14), "nchw"),
+    ((256, 64, 56, 56), "channels_last"),
+    ((64, 256, 28, 28), "channels_last"),
+    ((32, 512, 14, 14), "channels_last"),
+]
+DRY_SHAPES = [((6, 5), "nchw"), ((2, 3, 5, 7), "nchw"), ((2, 3, 5, 7), "channels_last")]
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+PASSES = ("forward", "backward", "eval")
+IMPLS = ("torch", "compile", "bnref")
+# Tolerance of bnref.triton against F.batch_norm on the same input.
+TOL = {torch.float32: 1e-4, torch.bfloat16: 4e-2}
+
+
+def pass_bytes(numel, element_size, which):
+    """Bytes a pass must move: forward/eval read x, write y; backward reads x and dy, writes dx."""
+    tensors = {"forward": 2, "eval": 2, "backward": 3, "copy": 2}[which]
+    return tensors * numel * element_size
+
+
+def gbps(nbytes, ms):
+    return None if ms is None else nbytes / (ms * 1e-3) / 1e9
+
+
+def device_slug(name):
+    """'NVIDIA H100 80GB HBM3' -> 'nvidia-h100-80gb-hbm3' (the results file name)."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def make_inputs(shape, fmt, dtype, device):
+    g = torch.Generator(device="cpu").manual_seed(0)
+    x = torch.randn(shape, generator=g).mul_(2.0).add_(0.5).to(device=device, dtype=dtype)
+    dy = torch.randn(shape, generator=g).to(device=device, dtype=dtype)
+    if fmt == "channels_last":
+        x, dy = (t.contiguous(memory_format=torch.channels_last) for t in (x, dy))
+    C = shape[1]
+    params = dict(weight=torch.rand(C, generator=g).add_(0.5).to(device),
+                  bias=torch.randn(C, generator=g).to(device),
+                  running_mean=torch.zeros(C, device=device),
+                  running_var=torch.ones(C, device=device))
+    return x, dy, params
+
+
+def torch_calls(x, dy, p, compiled):
+    """forward, backward and eval closures for F.batch_norm (eager or compiled)."""
+    def train(x_, w, b):
+        return F.batch_norm(x_, p["running_mean"], p["running_var"], w, b, True, 0.1, 1e-5)
+
+    def infer(x_):
+        return F.batch_norm(x_, p["running_mean"], p["running_var"], p["weight"], p["bias"],
+                            False, 0.1, 1e-5)
+
+    if compiled:
+        torch._dynamo.reset()  # fresh cache: no recompile limit, no stale guards
+        train, infer = torch.compile(train, dynamic=False), torch.compile(infer, dynamic=False)
+    leaves = [t.detach().clone().requires_grad_() for t in (x, p["weight"], p["bias"])]
+    y = train(*leaves)
+    return {
+        "forward": lambda: train(x, p["weight"], p["bias"]),
+        "backward": lambda: torch.autograd.grad(y, leaves, dy, retain_graph=True),
+        "eval": lambda: infer(x),
+    }
+
+
+def bnref_calls(bt, x, dy, p):
+    w, b = p["weight"], p["bias"]
+    _, mean, invstd = bt.batch_norm_train(x, w, b)
+    return {
+        "forward": lambda: bt.batch_norm_train(x, w, b, p["running_mean"], p["running_var"]),
+        "backward": lambda: bt.batch_norm_backward(dy, x, w, mean, invstd),
+        "eval": lambda: bt.batch_norm_eval(x, w, b, p["running_mean"], p["running_var"]),
+    }
+
+
+def check(bt_calls, torch_eager, dtype):
+    """Max error of bnref.triton against eager PyTorch, per pass; raises past tolerance."""
+    errors = {}
+    for which in PASSES:
+        ours, ref = bt_calls[which](), torch_eager[which]()
+        ours = ours[0] if isinstance(ours, tuple) else ours
+        ref = ref[0] if isinstance(ref, tuple) else ref
+        err = (ours.float() - ref.float()).abs().max().item()
+        if not err <= TOL[dtype] * max(1.0, ref.float().abs().max().item()):
+            raise AssertionError(f"bnref.triton {which} differs from F.batch_norm by {err:.3g}")
+        errors[which] = err
+    return errors
+
+
+def torch_backend(fn):
+    """'cuDNN' or 'native', from the names of the kernels the call launches."""
+    try:
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            fn()
+            torch.cuda.synchronize()
+        names = sorted({e.name for e in prof.events()
+                        if e.device_type == torch.autograd.DeviceType.CUDA})
+    except Exception as e:  # the profiler is optional; say why it is missing
+        return f"unknown ({type(e).__name__})", []
+    return ("cuDNN" if any("cudnn" in n.lower() for n in names) else "native"), names
+
+
+def gpu_timer(fn):
+    import triton.testing
+    return triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
+
+
+def cpu_timer(fn, repeats=3):
+    """Dry run only: wall-clock milliseconds of interpreted kernels (meaningless as a speed)."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def run_case(bt, shape, fmt, dtype_name, device, timer, with_compile):
+    dtype = DTYPES[dtype_name]
+    x, dy, p = make_inputs(shape, fmt, dtype, device)
+    out = torch.empty_like(x)
+    calls = {"torch": torch_calls(x, dy, p, compiled=False), "bnref": bnref_calls(bt, x, dy, p)}
+    if with_compile:
+        calls["compile"] = torch_calls(x, dy, p, compiled=True)
+    errors = check(calls["bnref"], calls["torch"], dtype)
+    copy_ms = timer(lambda: out.copy_(x))
+    copy_gbps = gbps(pass_bytes(x.numel(), x.element_size(), "copy"), copy_ms)
+    rows = []
+    for which in PASSES:
+        nbytes = pass_bytes(x.numel(), x.element_size(), which)
+        row = dict(shape=list(shape), format=fmt, dtype=dtype_name, pass_=which, bytes=nbytes,
+                   copy_ms=copy_ms, copy_gbps=copy_gbps, bnref_max_error=errors[which])
+        for impl in IMPLS:
+            ms = timer(calls[impl][which]) if impl in calls else None
+            row[f"{impl}_ms"], row[f"{impl}_gbps"] = ms, gbps(nbytes, ms)
+            row[f"{impl}_pct_copy"] = None if ms is None else 100 * gbps(nbytes, ms) / copy_gbps
+        row["speedup_vs_torch"] = row["torch_ms"] / row["bnref_ms"]
+        if device == "cuda":
+            row["torch_backend"], row["torch_kernels"] = torch_backend(calls["torch"][which])
+        rows.append(row)
+    return rows
+
+
+def _num(v):
+    return f"{v:.0f}" if v >= 100 else f"{v:.3g}"
+
+
+def _cell(row, impl):
+    if row[f"{impl}_ms"] is None:
+        return "-"
+    return f"{_num(row[f'{impl}_gbps'])} ({row[f'{impl}_pct_copy']:.0f}%)"
+
+
+def format_table(rows, markdown=False):
+    """One line per (shape, format, dtype, pass): GB/s and % of copy per implementation."""
+    head = ["shape", "format", "dtype", "pass", "copy GB/s", "torch", "compile", "bnref",
+            "speedup", "torch backend"]
+    lines = []
+    for r in rows:
+        lines.append(["x".join(map(str, r["shape"])), r["format"], r["dtype"], r["pass_"],
+                      _num(r["copy_gbps"]), _cell(r, "torch"), _cell(r, "compile"),
+                      _cell(r, "bnref"), f"{r['speedup_vs_torch']:.2f}x",
+                      r.get("torch_backend", "-")])
+    if markdown:
+        out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        return "\n".join(out + ["| " + " | ".join(line) + " |" for line in lines])
+    widths = [max(len(str(c)) for c in col) for col in zip(head, *lines)]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(line, widths))
+                     for line in [head] + lines)
+
+
+def environment(bt, device):
+    info = dict(date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                python=platform.python_version(), torch=torch.__version__,
+                triton=__import__("triton").__version__, bnref_triton_mode=bt.MODE,
+                cuda=torch.version.cuda)
+    if device == "cuda":
+        info.update(device=torch.cuda.get_device_name(),
+                    cudnn=torch.backends.cudnn.version(),
+                    cudnn_enabled=torch.backends.cudnn.enabled)
+    else:
+        info.update(device=f"CPU ({platform.processor() or platform.machine()}), dry run")
+    return info
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--dry-run", action="store_true",
+                    help="tiny CPU shapes through Triton's interpreter; checks, no real timing")
+    ap.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    ap.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    ap.add_argument("--out", help="JSON path (default on the GPU: benchmarks/results/<device>.json)")
+    return ap.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.dry_run:
+        os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported
+    elif not torch.cuda.is_available():
+        sys.exit("benchmarks/gpu_bn.py times CUDA kernels, but torch.cuda.is_available() is False "
+                 "here. Run it on a machine with an NVIDIA GPU, or use --dry-run to check the "
+                 "script on tiny CPU shapes through Triton's interpreter.")
+    import bnref.triton as bt
+    print(bt.describe())
+    device = "cpu" if args.dry_run else "cuda"
+    timer = cpu_timer if args.dry_run else gpu_timer
+    # torch.compile on the CPU needs a C++ toolchain and minutes: GPU runs only.
+    with_compile = not (args.dry_run or args.no_compile)
+    rows = []
+    for shape, fmt in (DRY_SHAPES if args.dry_run else SHAPES):
+        for dtype_name in DTYPES:
+            rows += run_case(bt, shape, fmt, dtype_name, device, timer, with_compile)
+    print(format_table(rows, markdown=args.markdown))
+    record = dict(environment(bt, device), dry_run=args.dry_run, results=rows)
+    out = args.out
+    if out is None and not args.dry_run:
+        here = os.path.dirname(os.path.abspath(__file__))
+        out = os.path.join(here, "results", device_slug(record["device"]) + ".json")
+    if out:
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+        with open(out, "w") as f:
+            json.dump(record, f, indent=1)
+        print(f"wrote {out}")
+    else:
+        json.dumps(record)  # the record must serialize even when it is not written
+        print("dry run: no results file written (pass --out to write one)")
+    return record
+
+
+if __name__ == "__main__":
+    main()
