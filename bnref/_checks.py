@@ -5,6 +5,8 @@ that bad input fails early with a message naming the argument, what arrived
 and what was expected, instead of broadcasting into a silently wrong answer.
 """
 
+import numbers
+
 import numpy as np
 
 
@@ -49,13 +51,18 @@ def check_param_dict(name, value):
         raise ValueError(f"{name} must be a dict, got {type(value).__name__}")
 
 
+def is_real_number(value):
+    """A real scalar (NumPy scalars included), but not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
 def check_eps(eps):
-    if not isinstance(eps, (int, float)) or not eps > 0:
+    if not is_real_number(eps) or not eps > 0:
         raise ValueError(f"eps must be a positive number, got {eps!r}")
 
 
 def check_momentum(momentum):
-    if not isinstance(momentum, (int, float)) or not 0.0 <= momentum <= 1.0:
+    if not is_real_number(momentum) or not 0.0 <= momentum <= 1.0:
         raise ValueError(f"momentum must be a number in [0, 1], got {momentum!r}")
 
 

@@ -21,6 +21,8 @@ import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from bnref._checks import is_real_number
+
 __all__ = ["BatchNormFunction", "batch_norm", "BatchNorm1d", "BatchNorm2d"]
 
 
@@ -174,10 +176,9 @@ class _BatchNorm(nn.Module):
         super().__init__()
         if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features < 1:
             raise ValueError(f"num_features must be a positive integer, got {num_features!r}")
-        if not isinstance(eps, (int, float)) or not eps > 0:
+        if not is_real_number(eps) or not eps > 0:
             raise ValueError(f"eps must be a positive number, got {eps!r}")
-        if momentum is not None and (not isinstance(momentum, (int, float))
-                                     or not 0.0 <= momentum <= 1.0):
+        if momentum is not None and (not is_real_number(momentum) or not 0.0 <= momentum <= 1.0):
             raise ValueError(f"momentum must be None or a number in [0, 1], got {momentum!r}")
         factory = {"device": device, "dtype": dtype}
         self.num_features, self.eps, self.momentum = num_features, eps, momentum

@@ -54,6 +54,8 @@ FUNCTIONAL_CASES = {
                r"eps must be a positive number, got 0"),
     "bn momentum": (lambda: bnf.batchnorm_forward(x2, g2, g2, {"mode": "train", "momentum": 2}),
                     r"momentum must be a number in \[0, 1\], got 2"),
+    "bn eps bool": (lambda: bnf.batchnorm_forward(x2, g2, g2, {"mode": "train", "eps": True}),
+                    r"eps must be a positive number, got True"),
     "bn param dict": (lambda: bnf.batchnorm_forward(x2, g2, g2, "train"),
                       r"bn_param must be a dict, got str"),
     # batchnorm_backward and _alt

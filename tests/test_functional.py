@@ -248,3 +248,14 @@ def test_nan_propagates():
     x4[1, 3, 0, 0] = np.nan
     out, _ = bnf.spatial_groupnorm_forward(x4, np.ones((1, 4, 1, 1)), np.zeros((1, 4, 1, 1)), 2, {})
     assert np.isnan(out[1, 2:]).all() and np.isfinite(out[0]).all() and np.isfinite(out[1, :2]).all()
+
+
+def test_numpy_scalar_hyperparameters_are_numbers():
+    """eps and momentum may be NumPy scalars (e.g. read from a float32 config)."""
+    x, gamma, beta, _ = random_inputs((5, 3), (3,), seed=8)
+    plain = {"mode": "train", "eps": 1e-3, "momentum": 0.5}
+    numpy_scalars = {"mode": "train", "eps": np.float32(1e-3), "momentum": np.float64(0.5)}
+    out_plain, _ = bnf.batchnorm_forward(x, gamma, beta, plain)
+    out_numpy, _ = bnf.batchnorm_forward(x, gamma, beta, numpy_scalars)
+    assert_close(out_numpy, out_plain, tol=1e-9)  # float32(1e-3) differs from 1e-3 by ~1e-11
+    assert_close(numpy_scalars["running_var"], plain["running_var"])
