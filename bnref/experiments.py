@@ -298,3 +298,88 @@ def layer_activations(model, x):
         for h in hooks:
             h.remove()
     return outputs
+
+
+def _batch_norm_layers(model):
+    """Modules that keep running statistics (torch.nn and bnref.nn batch norm alike)."""
+    import torch
+
+    return [m for m in model.modules()
+            if isinstance(getattr(m, "running_mean", None), torch.Tensor)
+            and isinstance(getattr(m, "running_var", None), torch.Tensor)]
+
+
+def population_statistics_(model, X, batch_size=64, seed=0):
+    """Replace every BN layer's running statistics by population statistics over ``X``.
+
+    PreciseBN (Wu and Johnson, 2021): with the weights fixed, run the model in
+    training mode over all of ``X`` in shuffled mini-batches, record each BN
+    layer's per-batch mean and biased variance of its input, and merge them
+    into the mean and variance over every value the layer saw::
+
+        mean = sum_B n_B * mean_B / n
+        var  = sum_B n_B * (var_B + (mean_B - mean)**2) / n
+
+    Averaging the batch variances alone would miss the spread of the batch
+    means. Upstream BN layers normalize with batch statistics while this runs,
+    as they do in training. A last batch of a single example joins the batch
+    before it (training-mode BN cannot normalize one example).
+
+    Args:
+        model: a ``torch.nn.Module`` with at least one batch-norm layer.
+        X: input tensor, ``len(X) >= 2``.
+        batch_size: examples per mini-batch, at least 2.
+        seed: seeds the shuffle.
+
+    Returns:
+        ``model``, with running_mean/running_var set to the population mean and
+        (biased) population variance, its train/eval mode and
+        ``num_batches_tracked`` as they were.
+    """
+    import torch
+
+    layers = _batch_norm_layers(model)
+    if not layers:
+        raise ValueError("model must contain a batch-norm layer with running statistics, found none")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 2:
+        raise ValueError(f"batch_size must be an integer >= 2, got {batch_size!r}")
+    if not isinstance(X, torch.Tensor) or X.ndim < 2 or len(X) < 2:
+        raise ValueError(f"X must be a tensor of at least 2 examples, got "
+                         f"{type(X).__name__} of shape {tuple(getattr(X, 'shape', ()))}")
+    stats = {id(m): [] for m in layers}  # per layer: (n_B, mean_B, var_B) in float64
+
+    def record(module, args):
+        x = args[0].detach().double()
+        dims = (0,) + tuple(range(2, x.ndim))                    # all but channels
+        var, mean = torch.var_mean(x, dim=dims, unbiased=False)  # C  C
+        stats[id(module)].append((x.numel() // x.shape[1], mean, var))
+
+    was_training = model.training
+    tracked = [m.num_batches_tracked.clone() if getattr(m, "num_batches_tracked", None) is not None
+               else None for m in layers]
+    hooks = [m.register_forward_pre_hook(record) for m in layers]
+    order = torch.randperm(len(X), generator=torch.Generator().manual_seed(seed))
+    chunks = list(order.split(batch_size))
+    if len(chunks[-1]) < 2:
+        chunks[-2:] = [torch.cat(chunks[-2:])]
+    try:
+        model.train()
+        with torch.no_grad():
+            for idx in chunks:
+                model(X[idx])
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    with torch.no_grad():
+        for m, saved in zip(layers, tracked):
+            n_b = torch.tensor([s[0] for s in stats[id(m)]], dtype=torch.float64)[:, None]
+            means = torch.stack([s[1] for s in stats[id(m)]])    # batches,C
+            variances = torch.stack([s[2] for s in stats[id(m)]])
+            mean = (n_b * means).sum(0) / n_b.sum()               # C
+            var = (n_b * (variances + (means - mean) ** 2)).sum(0) / n_b.sum()
+            m.running_mean.copy_(mean.to(m.running_mean.dtype))
+            m.running_var.copy_(var.to(m.running_var.dtype))
+            if saved is not None:
+                m.num_batches_tracked.copy_(saved)
+    return model
