@@ -232,11 +232,18 @@ def spatial_batchnorm_backward(dout, cache):
         dx (N, C, H, W), dgamma (C,), dbeta (C,).
     """
     check_float_array("dout", dout, 4)
-    bn_cache, shape = cache
+    bn_cache, shape = _unpack_cache(cache, 2, "spatial_batchnorm_forward")
     if dout.shape != shape:
         raise ValueError(f"dout must have shape {shape}, got {dout.shape}")
     drows, dgamma, dbeta = batchnorm_backward_alt(_nchw_to_rows(dout), bn_cache)
     return _rows_to_nchw(drows, shape), dgamma, dbeta
+
+
+def _unpack_cache(cache, size, producer):
+    if not isinstance(cache, tuple) or len(cache) != size:
+        raise ValueError(f"cache must be the cache returned by {producer}, "
+                         f"got {type(cache).__name__}")
+    return cache
 
 
 def _standardize_rows(x, eps):
@@ -284,7 +291,7 @@ def layernorm_backward(dout, cache):
     Returns:
         dx (N, D), dgamma (D,), dbeta (D,).
     """
-    x_hat, invstd, gamma = cache
+    x_hat, invstd, gamma = _unpack_cache(cache, 3, "layernorm_forward")
     check_float_array("dout", dout, 2)
     if dout.shape != x_hat.shape:
         raise ValueError(f"dout must have shape {x_hat.shape}, got {dout.shape}")
@@ -331,7 +338,7 @@ def spatial_groupnorm_backward(dout, cache):
     Returns:
         dx (N, C, H, W), dgamma (1, C, 1, 1), dbeta (1, C, 1, 1).
     """
-    x_hat, invstd, gamma, G = cache
+    x_hat, invstd, gamma, G = _unpack_cache(cache, 4, "spatial_groupnorm_forward")
     check_float_array("dout", dout, 4)
     if dout.shape != x_hat.shape:
         raise ValueError(f"dout must have shape {x_hat.shape}, got {dout.shape}")

@@ -28,6 +28,8 @@ def eval_numerical_gradient_array(f, x, df, h=1e-5):
         old = x[ix]
         x[ix] = old + h
         pos = np.array(f(x), copy=True)
+        if pos.shape != np.shape(df):  # broadcasting would give a wrong gradient silently
+            raise ValueError(f"df must have the shape of f(x), {pos.shape}, got {np.shape(df)}")
         x[ix] = old - h
         neg = np.array(f(x), copy=True)
         x[ix] = old

@@ -103,6 +103,8 @@ FUNCTIONAL_CASES = {
     "ln backward dout": (lambda: bnf.layernorm_backward(np.ones((4, 2)),
                                                         bnf.layernorm_forward(x2, g2, g2, {})[1]),
                          r"dout must have shape \(4, 3\), got \(4, 2\)"),
+    "ln backward cache": (lambda: bnf.layernorm_backward(np.ones((4, 3)), _bn_cache()),
+                          r"cache must be the cache returned by layernorm_forward, got dict"),
     # groupnorm
     "gn x ndim": (lambda: bnf.spatial_groupnorm_forward(x2, gn4, gn4, 2, {}),
                   r"x must have 4 dimensions, got 2"),
@@ -121,6 +123,10 @@ FUNCTIONAL_CASES = {
     "gn backward dout": (lambda: bnf.spatial_groupnorm_backward(
                              np.ones((2, 4, 2, 1)), bnf.spatial_groupnorm_forward(x4g, gn4, gn4, 2, {})[1]),
                          r"dout must have shape \(2, 4, 2, 2\), got \(2, 4, 2, 1\)"),
+    "gn backward cache": (lambda: bnf.spatial_groupnorm_backward(x4g, (1, 2)),
+                          r"cache must be the cache returned by spatial_groupnorm_forward, got tuple"),
+    "sbn backward cache": (lambda: bnf.spatial_batchnorm_backward(x4, _bn_cache()),
+                           r"cache must be the cache returned by spatial_batchnorm_forward, got dict"),
 }
 
 

@@ -43,5 +43,7 @@ def test_errors():
         eval_numerical_gradient_array(np.sin, [1.0, 2.0], np.ones(2))
     with pytest.raises(ValueError, match=r"h must be positive, got 0"):
         eval_numerical_gradient_array(np.sin, np.ones(2), np.ones(2), h=0)
+    with pytest.raises(ValueError, match=r"df must have the shape of f\(x\), \(2,\), got \(1,\)"):
+        eval_numerical_gradient_array(np.sin, np.ones(2), np.ones(1))
     with pytest.raises(ValueError, match=r"same shape, got \(2,\) and \(3,\)"):
         rel_error(np.ones(2), np.ones(3))
