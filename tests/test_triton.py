@@ -86,6 +86,7 @@ def test_train_forward_and_running_stats(shape, channels_last, dtype):
     C = shape[1]
     rm, rv = torch.randn(C, device=DEVICE), torch.rand(C, device=DEVICE) + 0.5
     rm_ref, rv_ref = rm.clone(), rv.clone()
+    assert "single pass" in bt.explain(x)  # small channels: one tile each, x read once
     y, mean, invstd = bt.batch_norm_train(x, w, b, rm, rv, momentum=0.3)
     y_ref, *_ = reference(x, w, b, dy, rm_ref, rv_ref, momentum=0.3)
     assert y.dtype == dtype and y.shape == x.shape and y.stride() == x.stride()
@@ -117,6 +118,7 @@ def test_split_reduction_many_programs(shape, channels_last):
     rm, rv = torch.zeros(shape[1], device=DEVICE), torch.ones(shape[1], device=DEVICE)
     rm_ref, rv_ref = rm.clone(), rv.clone()
     with split(x):
+        assert "split reduction" in bt.explain(x)
         y, mean, invstd = bt.batch_norm_train(x, w, b, rm, rv)
         dx, dw, db = bt.batch_norm_backward(dy, x, w, mean, invstd)
         y_eval = bt.batch_norm_eval(x, w, b, rm, rv)
@@ -127,6 +129,19 @@ def test_split_reduction_many_programs(shape, channels_last):
         close(got, want, 2e-5, what)
     close(y_eval, F.batch_norm(x.double(), rm_ref.double(), rv_ref.double(), w.double(),
                                 b.double()), 2e-5, "eval")
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_default_split_when_a_channel_does_not_fit_one_tile(channels_last):
+    x, w, b, dy = make((2, 2, 70, 70), torch.float32, channels_last, seed=6)
+    assert "split reduction" in bt.explain(x)
+    y, mean, invstd = bt.batch_norm_train(x, w, b)
+    dx, dw, db = bt.batch_norm_backward(dy, x, w, mean, invstd)
+    y_ref, dx_ref, dw_ref, db_ref = reference(x, w, b, dy)
+    close(y, y_ref, 2e-5, "y")
+    close(dx, dx_ref, 2e-5, "dx")
+    close(dw, dw_ref, 1e-4, "dweight")
+    close(db, db_ref, 1e-4, "dbias")
 
 
 def test_nchw_split_across_columns():
@@ -146,14 +161,15 @@ def test_nchw_split_across_columns():
 def test_large_mean_is_stable(dtype, channels_last):
     """Mean 1e4, std 1: E[x^2] - E[x]^2 in float32 would lose every digit of the variance."""
     x, w, b, dy = make((6, 3, 5, 7), dtype, channels_last, mean=1e4, std=1.0, seed=3)
-    with split(x):
-        y, mean, invstd = bt.batch_norm_train(x, w, b)
-        dx, *_ = bt.batch_norm_backward(dy, x, w, mean, invstd)
     y_ref, dx_ref, *_ = reference(x, w, b, dy)
     # float32 itself spaces numbers near 1e4 by 1e-3, hence the looser bound.
     tol = 3e-3 if dtype == torch.float32 else TOL[dtype]
-    close(y, y_ref, tol, "y")
-    close(dx, dx_ref, tol, "dx")
+    for path in (split(x), bt.tiling()):  # split reduction, then the single pass
+        with path:
+            y, mean, invstd = bt.batch_norm_train(x, w, b)
+            dx, *_ = bt.batch_norm_backward(dy, x, w, mean, invstd)
+        close(y, y_ref, tol, "y")
+        close(dx, dx_ref, tol, "dx")
 
 
 def test_results_are_deterministic():

@@ -17,7 +17,8 @@ first). :func:`describe` says it in words.
 API: :func:`batch_norm_train`, :func:`batch_norm_backward`,
 :func:`batch_norm_eval`, :class:`BatchNormFunction` (autograd),
 :func:`batch_norm` (like ``torch.nn.functional.batch_norm``) and the module
-:class:`BatchNorm2d` (also for (N, C) input). :func:`tiling` forces tile sizes.
+:class:`BatchNorm2d` (also for (N, C) input). :func:`explain` says how an input
+is split between programs; :func:`tiling` forces tile sizes.
 """
 
 import os
@@ -38,11 +39,12 @@ from bnref.triton.ops import (  # noqa: E402
     batch_norm_backward,
     batch_norm_eval,
     batch_norm_train,
+    explain,
     tiling,
 )
 
 __all__ = ["MODE", "describe", "batch_norm_train", "batch_norm_backward", "batch_norm_eval",
-           "BatchNormFunction", "batch_norm", "BatchNorm2d", "tiling"]
+           "BatchNormFunction", "batch_norm", "BatchNorm2d", "tiling", "explain"]
 
 
 def describe():

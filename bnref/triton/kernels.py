@@ -9,8 +9,10 @@ per element of ``x`` (compare tutorial 02-fused-softmax)::
     var = ((x - mean) ** 2).mean((0, 2, 3))   # read x, write and read x - mean
     y = (x - mean) / sqrt(var + eps) * w + b  # read x, write y (plus temporaries)
 
-The kernels here read ``x`` twice and write ``y`` once in the forward pass, and
-read ``x`` and ``dy`` twice and write ``dx`` once in the backward pass.
+The split kernels here read ``x`` twice and write ``y`` once in the forward
+pass, and read ``x`` and ``dy`` twice and write ``dx`` once in the backward
+pass. When a whole channel fits in one tile, the single-pass kernels at the end
+of this file read each input once.
 
 One picture covers both memory formats. The input is a stack of ``G`` planes,
 each an ``(R, K)`` matrix whose rows lie ``row_stride`` elements apart and
@@ -161,18 +163,26 @@ def _finalize_stats_kernel(
         m2_p = tl.load(m2_ptr + offs, mask=mask, other=0.0)
         n_c, mean_c, m2_c = _combine(n_p, mean_p, m2_p)
         n, mean, m2 = _merge(n, mean, m2, n_c, mean_c, m2_c)
+    _save_stats(n, mean, m2, cols, col_ok, save_mean_ptr, save_invstd_ptr,
+                running_mean_ptr, running_var_ptr, momentum, eps, UPDATE_RUNNING)
+
+
+@triton.jit
+def _save_stats(n, mean, m2, ch, ok, save_mean_ptr, save_invstd_ptr,
+                running_mean_ptr, running_var_ptr, momentum, eps,
+                UPDATE_RUNNING: tl.constexpr):
+    """Store mean and invstd of channels ``ch``; update the running statistics."""
     var = m2 / tl.maximum(n, 1.0)  # n = 0 only in masked lanes
-    invstd = 1.0 / tl.sqrt(var + eps)
-    tl.store(save_mean_ptr + cols, mean, mask=col_ok)
-    tl.store(save_invstd_ptr + cols, invstd, mask=col_ok)
+    tl.store(save_mean_ptr + ch, mean, mask=ok)
+    tl.store(save_invstd_ptr + ch, 1.0 / tl.sqrt(var + eps), mask=ok)
     if UPDATE_RUNNING:
         # PyTorch's convention: momentum weighs the new value, the variance is unbiased.
-        rm = tl.load(running_mean_ptr + cols, mask=col_ok).to(tl.float32)
-        rv = tl.load(running_var_ptr + cols, mask=col_ok).to(tl.float32)
+        rm = tl.load(running_mean_ptr + ch, mask=ok, other=0.0).to(tl.float32)
+        rv = tl.load(running_var_ptr + ch, mask=ok, other=0.0).to(tl.float32)
         rm = (1.0 - momentum) * rm + momentum * mean
         rv = (1.0 - momentum) * rv + momentum * (m2 / tl.maximum(n - 1.0, 1.0))
-        tl.store(running_mean_ptr + cols, rm, mask=col_ok)
-        tl.store(running_var_ptr + cols, rv, mask=col_ok)
+        tl.store(running_mean_ptr + ch, rm, mask=ok)
+        tl.store(running_var_ptr + ch, rv, mask=ok)
 
 
 @triton.jit
@@ -303,3 +313,90 @@ def _grad_input_kernel(
             x_hat = (x - mean[None, :]) * invstd[None, :]
             dx = scale[None, :] * (dy - mean_dy[None, :] - x_hat * mean_dy_xhat[None, :])
             tl.store(dx_ptr + plane_off + offs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+
+
+# Single pass: when a whole channel (NCHW) or block of channels (channels-last)
+# fits in one tile, one program per channel (block) reads x (and dy) once.
+
+
+@triton.jit
+def _channel_sums(t, CHANNELS_IN_COLS: tl.constexpr, BLOCK_K: tl.constexpr):
+    """Per-lane channel sums of a tile: down the rows, or of the whole tile (NCHW)."""
+    sums = tl.sum(t, axis=0)
+    if not CHANNELS_IN_COLS:
+        sums = tl.zeros([BLOCK_K], tl.float32) + tl.sum(sums, axis=0)
+    return sums
+
+
+@triton.jit
+def _train_single_pass_kernel(
+    x_ptr, y_ptr, w_ptr, b_ptr,
+    save_mean_ptr, save_invstd_ptr, running_mean_ptr, running_var_ptr,
+    momentum, eps,
+    R, K, row_stride, plane_stride,
+    CHANNELS_IN_COLS: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr,
+    UPDATE_RUNNING: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,  # BLOCK_R >= R; NCHW: BLOCK_K >= K
+):
+    """Statistics and normalization of whole channels held in registers: x is read once."""
+    plane_off = tl.program_id(0).to(tl.int64) * plane_stride
+    cols = tl.program_id(2) * BLOCK_K + tl.arange(0, BLOCK_K)
+    col_ok = cols < K
+    offs, mask = _tile(0, R, cols, col_ok, row_stride, BLOCK_R)
+    x = tl.load(x_ptr + plane_off + offs, mask=mask, other=0.0).to(tl.float32)
+    count = R
+    if not CHANNELS_IN_COLS:
+        count = R * K
+    n = tl.where(col_ok, count, 0).to(tl.float32)
+    mean = _channel_sums(x, CHANNELS_IN_COLS, BLOCK_K) / tl.maximum(n, 1.0)
+    xmu = tl.where(mask, x - mean[None, :], 0.0)  # two passes over registers, exact
+    m2 = _channel_sums(xmu * xmu, CHANNELS_IN_COLS, BLOCK_K)
+    ch = _channels(cols, CHANNELS_IN_COLS)
+    owner = col_ok
+    if not CHANNELS_IN_COLS:
+        owner = cols == 0  # one lane stores each channel's results
+    _save_stats(n, mean, m2, ch, owner, save_mean_ptr, save_invstd_ptr,
+                running_mean_ptr, running_var_ptr, momentum, eps, UPDATE_RUNNING)
+    scale = 1.0 / tl.sqrt(m2 / tl.maximum(n, 1.0) + eps)
+    if HAS_WEIGHT:
+        scale *= tl.load(w_ptr + ch, mask=col_ok, other=0.0).to(tl.float32)
+    y = xmu * scale[None, :]
+    if HAS_BIAS:
+        y += tl.load(b_ptr + ch, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+    tl.store(y_ptr + plane_off + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _backward_single_pass_kernel(
+    dy_ptr, x_ptr, dx_ptr, mean_ptr, invstd_ptr, w_ptr,
+    dweight_ptr, dbias_ptr,  # out: (C,) float32
+    R, K, row_stride, plane_stride,
+    CHANNELS_IN_COLS: tl.constexpr, HAS_WEIGHT: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,  # BLOCK_R >= R; NCHW: BLOCK_K >= K
+):
+    """Both reductions and dx of whole channels held in registers: x and dy read once."""
+    plane_off = tl.program_id(0).to(tl.int64) * plane_stride
+    cols = tl.program_id(2) * BLOCK_K + tl.arange(0, BLOCK_K)
+    col_ok = cols < K
+    offs, mask = _tile(0, R, cols, col_ok, row_stride, BLOCK_R)
+    ch = _channels(cols, CHANNELS_IN_COLS)
+    mean = tl.load(mean_ptr + ch, mask=col_ok, other=0.0)
+    invstd = tl.load(invstd_ptr + ch, mask=col_ok, other=0.0)
+    dy = tl.load(dy_ptr + plane_off + offs, mask=mask, other=0.0).to(tl.float32)
+    x = tl.load(x_ptr + plane_off + offs, mask=mask, other=0.0).to(tl.float32)
+    x_hat = tl.where(mask, (x - mean[None, :]) * invstd[None, :], 0.0)
+    dbias = _channel_sums(dy, CHANNELS_IN_COLS, BLOCK_K)
+    dweight = _channel_sums(dy * x_hat, CHANNELS_IN_COLS, BLOCK_K)
+    owner = col_ok
+    if not CHANNELS_IN_COLS:
+        owner = cols == 0
+    tl.store(dbias_ptr + ch, dbias, mask=owner)
+    tl.store(dweight_ptr + ch, dweight, mask=owner)
+    count = R
+    if not CHANNELS_IN_COLS:
+        count = R * K
+    scale = invstd
+    if HAS_WEIGHT:
+        scale *= tl.load(w_ptr + ch, mask=col_ok, other=0.0).to(tl.float32)
+    dx = scale[None, :] * (dy - (dbias / count)[None, :] - x_hat * (dweight / count)[None, :])
+    tl.store(dx_ptr + plane_off + offs, dx.to(dx_ptr.dtype.element_ty), mask=mask)

@@ -13,7 +13,7 @@ import triton.language as tl
 
 from bnref.triton import kernels
 
-__all__ = ["batch_norm_train", "batch_norm_backward", "batch_norm_eval", "tiling"]
+__all__ = ["batch_norm_train", "batch_norm_backward", "batch_norm_eval", "tiling", "explain"]
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _compiled = isinstance(kernels._stats_kernel, triton.runtime.JITFunction)
@@ -36,6 +36,10 @@ else:
 # program is a Python loop, so there the fewest, largest tiles are fastest.
 _TILE_ELEMS = 4096
 _PROGRAMS_PER_SM = 4
+# Single pass: values one program may hold (registers), and the fewest
+# channels-last columns per program that still give coalesced loads.
+_SINGLE_PASS_ELEMS = 8192
+_SINGLE_PASS_MIN_COLS = 16
 _overrides = {}
 
 
@@ -58,13 +62,18 @@ class Tiling(NamedTuple):
 
 
 @contextlib.contextmanager
-def tiling(block_r=None, block_k=None, rows_per_prog=None, cols_per_prog=None):
+def tiling(block_r=None, block_k=None, rows_per_prog=None, cols_per_prog=None,
+           single_pass=None):
     """Force tile sizes and program rectangles (for tests and tuning experiments).
 
-    Small values make tiny inputs take the many-tile, many-program path that
-    large inputs take on a GPU. In the channels-last layout ``cols_per_prog``
-    is always ``block_k`` (a program owns one block of channels).
+    Small values make tiny inputs take the many-tile, many-program split path
+    that large inputs take on a GPU; forcing any of them turns the single-pass
+    path off unless ``single_pass=True``. ``single_pass=False`` turns it off
+    alone. In the channels-last layout ``cols_per_prog`` is always ``block_k``
+    (a program owns one block of channels).
     """
+    if single_pass not in (None, True, False):
+        raise ValueError(f"single_pass must be None, True or False, got {single_pass!r}")
     forced = dict(block_r=block_r, block_k=block_k, rows_per_prog=rows_per_prog,
                   cols_per_prog=cols_per_prog)
     for name, value in forced.items():
@@ -74,6 +83,8 @@ def tiling(block_r=None, block_k=None, rows_per_prog=None, cols_per_prog=None):
             raise ValueError(f"{name} must be a power of two, got {value}")
     saved = dict(_overrides)
     _overrides.update({k: v for k, v in forced.items() if v is not None})
+    if single_pass is not None or any(v is not None for v in forced.values()):
+        _overrides["single_pass"] = bool(single_pass)
     try:
         yield
     finally:
@@ -113,6 +124,38 @@ def _plan(layout, device):
         cols_per_prog = block_k * triton.cdiv(col_tiles, min(col_tiles, triton.cdiv(wanted, n_r)))
     grid = (G, n_r, triton.cdiv(K, cols_per_prog))
     return Tiling(block_r, block_k, rows_per_prog, cols_per_prog, grid)
+
+
+def _single_pass_plan(layout):
+    """Tiling for the single-pass kernels, or None when a channel does not fit in one tile."""
+    if not _overrides.get("single_pass", True):
+        return None
+    block_r = triton.next_power_of_2(layout.R)
+    if layout.channels_in_cols:
+        block_k = _pow2_at_most(layout.K, min(64, _SINGLE_PASS_ELEMS // block_r))
+        if block_r > _SINGLE_PASS_ELEMS or block_k < _pow2_at_most(layout.K, _SINGLE_PASS_MIN_COLS):
+            return None
+        return Tiling(block_r, block_k, layout.R, block_k, (1, 1, triton.cdiv(layout.K, block_k)))
+    block_k = triton.next_power_of_2(layout.K)
+    if block_r * block_k > _SINGLE_PASS_ELEMS:
+        return None
+    return Tiling(block_r, block_k, layout.R, layout.K, (layout.G, 1, 1))
+
+
+def explain(x):
+    """How bnref.triton splits the work for an input like ``x``, in words."""
+    layout, x = _layout(x)
+    kind = "channels-last" if layout.channels_in_cols else "NCHW"
+    where = (f"{kind} layout: {layout.G} plane(s) of {layout.R} rows x {layout.K} columns, "
+             f"a channel is a {'column' if layout.channels_in_cols else 'plane'}")
+    t = _single_pass_plan(layout)
+    if t is not None:
+        return (f"{where}; single pass: grid {t.grid}, one {t.block_r} x {t.block_k} tile "
+                "per program, x read once")
+    t = _plan(layout, x.device)
+    P = t.grid[1] * (1 if layout.channels_in_cols else t.grid[2])
+    return (f"{where}; split reduction: grid {t.grid}, tiles of {t.block_r} x {t.block_k}, "
+            f"{P} partial summaries per channel merged in a second kernel")
 
 
 def _layout(x):
@@ -213,19 +256,29 @@ def batch_norm_train(x, weight=None, bias=None, running_mean=None, running_var=N
     _check_scalar("eps", eps, 0.0)
     layout, x = _layout(x)
     C = x.shape[1]
+    save_mean = torch.empty(C, device=x.device, dtype=torch.float32)
+    save_invstd = torch.empty_like(save_mean)
+    update = running_mean is not None
+    running = (running_mean, running_var) if update else (save_mean, save_invstd)  # unused
+    y = torch.empty_like(x)
+    t = _single_pass_plan(layout)
+    if t is not None:
+        kernels._train_single_pass_kernel[t.grid](
+            x, y, x if weight is None else weight, x if bias is None else bias,
+            save_mean, save_invstd, *running, float(momentum), float(eps),
+            layout.R, layout.K, layout.row_stride, layout.plane_stride,
+            CHANNELS_IN_COLS=layout.channels_in_cols, HAS_WEIGHT=weight is not None,
+            HAS_BIAS=bias is not None, UPDATE_RUNNING=update, BLOCK_R=t.block_r,
+            BLOCK_K=t.block_k)
+        return y, save_mean, save_invstd
     t = _plan(layout, x.device)
     P = t.grid[1] * (1 if layout.channels_in_cols else t.grid[2])
     n, mean, m2 = torch.empty((3, P, C), device=x.device, dtype=torch.float32)
     kernels._stats_kernel[t.grid](x, n, mean, m2, C=C, **_launch_args(layout, t))
-    save_mean = torch.empty(C, device=x.device, dtype=torch.float32)
-    save_invstd = torch.empty_like(save_mean)
-    update = running_mean is not None
     block_p, block_c = _finalize_blocks(P, C)
     kernels._finalize_stats_kernel[(triton.cdiv(C, block_c),)](
-        n, mean, m2, P, C, save_mean, save_invstd,
-        running_mean if update else save_mean, running_var if update else save_invstd,
-        float(momentum), float(eps), UPDATE_RUNNING=update, BLOCK_P=block_p, BLOCK_C=block_c)
-    y = torch.empty_like(x)
+        n, mean, m2, P, C, save_mean, save_invstd, *running, float(momentum), float(eps),
+        UPDATE_RUNNING=update, BLOCK_P=block_p, BLOCK_C=block_c)
     _normalize(x, y, layout, save_mean, save_invstd, weight, bias, eps, from_var=False)
     return y, save_mean, save_invstd
 
@@ -278,19 +331,29 @@ def batch_norm_backward(dy, x, weight, save_mean, save_invstd):
     layout, x = _layout(x)
     dy = _like_layout(dy, x, layout)
     C = x.shape[1]
-    t = _plan(layout, x.device)
-    P = t.grid[1] * (1 if layout.channels_in_cols else t.grid[2])
-    sum_dy, sum_dy_xmu = torch.empty((2, P, C), device=x.device, dtype=torch.float32)
-    kernels._grad_sums_kernel[t.grid](dy, x, save_mean, sum_dy, sum_dy_xmu, C=C,
-                                      **_launch_args(layout, t))
     dweight, dbias = torch.empty((2, C), device=x.device, dtype=torch.float32)
-    block_p, block_c = _finalize_blocks(P, C)
-    kernels._finalize_grads_kernel[(triton.cdiv(C, block_c),)](
-        sum_dy, sum_dy_xmu, P, C, save_invstd, dweight, dbias, BLOCK_P=block_p, BLOCK_C=block_c)
     dx = torch.empty_like(x)
-    kernels._grad_input_kernel[t.grid](
-        dy, x, dx, save_mean, save_invstd, x if weight is None else weight, dweight, dbias,
-        float(x.numel() // C), HAS_WEIGHT=weight is not None, **_launch_args(layout, t))
+    w = x if weight is None else weight
+    t = _single_pass_plan(layout)
+    if t is not None:
+        kernels._backward_single_pass_kernel[t.grid](
+            dy, x, dx, save_mean, save_invstd, w, dweight, dbias,
+            layout.R, layout.K, layout.row_stride, layout.plane_stride,
+            CHANNELS_IN_COLS=layout.channels_in_cols, HAS_WEIGHT=weight is not None,
+            BLOCK_R=t.block_r, BLOCK_K=t.block_k)
+    else:
+        t = _plan(layout, x.device)
+        P = t.grid[1] * (1 if layout.channels_in_cols else t.grid[2])
+        sum_dy, sum_dy_xmu = torch.empty((2, P, C), device=x.device, dtype=torch.float32)
+        kernels._grad_sums_kernel[t.grid](dy, x, save_mean, sum_dy, sum_dy_xmu, C=C,
+                                          **_launch_args(layout, t))
+        block_p, block_c = _finalize_blocks(P, C)
+        kernels._finalize_grads_kernel[(triton.cdiv(C, block_c),)](
+            sum_dy, sum_dy_xmu, P, C, save_invstd, dweight, dbias,
+            BLOCK_P=block_p, BLOCK_C=block_c)
+        kernels._grad_input_kernel[t.grid](
+            dy, x, dx, save_mean, save_invstd, w, dweight, dbias, float(x.numel() // C),
+            HAS_WEIGHT=weight is not None, **_launch_args(layout, t))
     if weight is not None and weight.dtype != torch.float32:
         dweight, dbias = dweight.to(weight.dtype), dbias.to(weight.dtype)
     return dx, dweight, dbias
