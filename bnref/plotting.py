@@ -140,3 +140,49 @@ def plot_norm_cube(ax, kind, N=6, C=6, HW=5, G=3, color="C0"):
     ax.set_ylim(-1.9, far[1] + 0.3)
     ax.axis("off")
     return ax
+
+
+def draw_graph(ax, nodes, edges, fontsize=11, node_color="#eef3fb", edge_color="0.25"):
+    """A computational graph as labelled boxes joined by arrows.
+
+    Args:
+        ax: the ``Axes`` to draw on; its limits are set to fit the nodes.
+        nodes: ``{name: (x, y, label)}`` or ``{name: (x, y, label, facecolor)}``;
+            labels may hold mathtext (``"$\\\\mu$"``).
+        edges: ``(src, dst)`` or ``(src, dst, label)`` tuples naming nodes.
+        fontsize: size of node labels (edge labels are two points smaller).
+        node_color: default box fill.
+        edge_color: arrow and edge-label colour.
+
+    Returns:
+        ax.
+    """
+    texts = {}
+    for name, spec in nodes.items():
+        if len(spec) not in (3, 4):
+            raise ValueError(f"nodes[{name!r}] must be (x, y, label[, facecolor]), got {spec!r}")
+        x, y, label = spec[:3]
+        face = spec[3] if len(spec) == 4 else node_color
+        texts[name] = ax.text(x, y, label, ha="center", va="center", fontsize=fontsize, zorder=3,
+                              bbox=dict(boxstyle="round,pad=0.4", fc=face, ec="0.3"))
+    for edge in edges:
+        src, dst = edge[0], edge[1]
+        for end in (src, dst):
+            if end not in texts:
+                raise ValueError(f"edge {edge!r} names {end!r}, expected one of {sorted(texts)}")
+        # patchA/patchB clip the arrow at the box outlines rather than the centres;
+        # drawn after the boxes (higher zorder) so their outlines are placed by then.
+        ax.annotate("", xy=texts[dst].get_position(), xytext=texts[src].get_position(),
+                    arrowprops=dict(arrowstyle="-|>", color=edge_color, lw=1.2, shrinkA=2,
+                                    shrinkB=2, patchA=texts[src].get_bbox_patch(),
+                                    patchB=texts[dst].get_bbox_patch()), zorder=4)
+        if len(edge) == 3:
+            (x0, y0), (x1, y1) = texts[src].get_position(), texts[dst].get_position()
+            ax.text((x0 + x1) / 2, (y0 + y1) / 2 + 0.15, edge[2], ha="center", va="bottom",
+                    fontsize=fontsize - 2, color=edge_color)
+    xs = [spec[0] for spec in nodes.values()]
+    ys = [spec[1] for spec in nodes.values()]
+    ax.set_xlim(min(xs) - 0.8, max(xs) + 0.8)
+    ax.set_ylim(min(ys) - 0.6, max(ys) + 0.6)
+    ax.axis("off")
+    return ax
