@@ -166,10 +166,23 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
 
 
 class _BatchNorm(nn.Module):
-    """Bookkeeping shared by BatchNorm1d and BatchNorm2d (parameters, buffers, mode)."""
+    """Bookkeeping shared by BatchNorm1d and BatchNorm2d (parameters, buffers, mode).
+
+    Args:
+        num_features: C, the number of channels (features) of the input.
+        eps: added to the variance before the square root.
+        momentum: weight of each new batch statistic in the running averages;
+            None means the cumulative average over ``num_batches_tracked`` batches.
+        affine: learn a per-channel scale ``weight`` (gamma) and shift ``bias`` (beta).
+        track_running_stats: keep running averages for eval mode; without them
+            eval mode normalizes with the batch's own statistics.
+        device, dtype: where and in which dtype to create parameters and buffers.
+        bias: with ``affine``, whether to learn the shift (torch 2.13's keyword).
+    """
 
     _version = 2  # torch's state_dict version with num_batches_tracked
     _input_ndims = ()
+    _layout = ""
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
                  track_running_stats=True, device=None, dtype=None, *, bias=True):
