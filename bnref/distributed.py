@@ -212,11 +212,23 @@ class ShardedBatchNorm2d(torch.nn.BatchNorm2d):
         self.num_batches_tracked += 1
         factor = (1.0 / float(self.num_batches_tracked) if self.momentum is None
                   else self.momentum)  # None means the cumulative average, as in torch
-        outs = []
-        for i, shard in enumerate(x.split(self.shard_size)):
-            first = i == 0
-            outs.append(F.batch_norm(
-                shard, self.running_mean if first else None,
-                self.running_var if first else None, self.weight, self.bias,
-                True, factor, self.eps))
-        return torch.cat(outs)
+        N, C = x.shape[:2]
+        s = self.shard_size
+        if N % s or N == s:
+            outs = [self._shard_bn(shard, factor, i == 0) for i, shard in enumerate(x.split(s))]
+            return torch.cat(outs)
+        # Equal shards: view them as extra channels, (N,C,H,W) -> (s, N/s*C, H, W),
+        # so one batch_norm call normalizes every shard at once.
+        with torch.no_grad():  # the buffers follow the first shard only
+            self._shard_bn(x[:s], factor, True)
+        stacked = x.reshape(N // s, s, C, *x.shape[2:]).transpose(0, 1)   # s,N/s,C,H,W
+        weight = None if self.weight is None else self.weight.repeat(N // s)
+        bias = None if self.bias is None else self.bias.repeat(N // s)
+        out = F.batch_norm(stacked.reshape(s, (N // s) * C, *x.shape[2:]), None, None,
+                           weight, bias, True, 0.0, self.eps)             # s,N/s*C,H,W
+        return out.reshape(s, N // s, C, *x.shape[2:]).transpose(0, 1).reshape(x.shape)
+
+    def _shard_bn(self, shard, factor, update_running):
+        return F.batch_norm(shard, self.running_mean if update_running else None,
+                            self.running_var if update_running else None,
+                            self.weight, self.bias, True, factor, self.eps)

@@ -7,6 +7,7 @@ real processes (about 3 s), so the runs are shared through module fixtures.
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from bnref.distributed import local_moments, merge_moments, run_demo
 
@@ -100,29 +101,53 @@ def test_bad_shape_raises():
         local_moments(torch.zeros(2, 3, 4))
 
 
-def test_sharded_bn_normalizes_each_shard_on_its_own():
+@pytest.mark.parametrize("N, shard_size", [(5, 2), (6, 2), (6, 1), (8, 4)])
+def test_sharded_bn_normalizes_each_shard_on_its_own(N, shard_size):
     """Train mode: each shard equals from-scratch BN of that shard; first shard feeds the buffers."""
     from bnref.distributed import ShardedBatchNorm2d
     from bnref.functional import spatial_batchnorm_forward
 
     gen = torch.Generator().manual_seed(3)
-    x = torch.randn(5, 3, 4, 4, generator=gen, dtype=torch.float64) * 2 + 1
-    bn = ShardedBatchNorm2d(3, shard_size=2).double()
+    x = torch.randn(N, 3, 4, 4, generator=gen, dtype=torch.float64) * 2 + 1
+    x[::2] += 3.0  # shards must differ for the test to mean anything
+    bn = ShardedBatchNorm2d(3, shard_size=shard_size).double()
     with torch.no_grad():
         bn.weight.uniform_(0.5, 1.5, generator=gen)
         bn.bias.uniform_(-1, 1, generator=gen)
     out = bn(x).detach().numpy()
     gamma, beta = bn.weight.detach().numpy(), bn.bias.detach().numpy()
     first_param = {"mode": "train", "momentum": 0.9}  # EWA decay 0.9 == torch's 0.1
-    for start in range(0, 5, 2):
+    for start in range(0, N, shard_size):
         param = first_param if start == 0 else {"mode": "train"}
-        ref, _ = spatial_batchnorm_forward(x[start:start + 2].numpy(), gamma, beta, param)
-        np.testing.assert_allclose(out[start:start + 2], ref, rtol=0, atol=1e-10)
-    n = 2 * 4 * 4  # torch keeps the unbiased variance in its buffer
-    ref_mean = first_param["running_mean"]
+        shard = x[start:start + shard_size].numpy()
+        ref, _ = spatial_batchnorm_forward(shard, gamma, beta, param)
+        np.testing.assert_allclose(out[start:start + shard_size], ref, rtol=0, atol=1e-10)
+    n = shard_size * 4 * 4  # torch keeps the unbiased variance in its buffer
     ref_var = 0.9 + (first_param["running_var"] - 0.9) * n / (n - 1)
-    np.testing.assert_allclose(bn.running_mean.numpy(), ref_mean, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(bn.running_mean.numpy(), first_param["running_mean"],
+                               rtol=0, atol=1e-12)
     np.testing.assert_allclose(bn.running_var.numpy(), ref_var, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("N, shard_size", [(6, 2), (5, 2)])
+def test_sharded_bn_gradients_match_per_shard_batch_norm(N, shard_size):
+    """Gradients through the (vectorized) sharded BN equal those of torch BN run shard by shard."""
+    from bnref.distributed import ShardedBatchNorm2d
+
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(N, 2, 3, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    dout = torch.randn(N, 2, 3, 3, generator=gen, dtype=torch.float64)
+    bn = ShardedBatchNorm2d(2, shard_size=shard_size).double()
+    (bn(x) * dout).sum().backward()
+    x_ref = x.detach().clone().requires_grad_(True)
+    w_ref = bn.weight.detach().clone().requires_grad_(True)
+    b_ref = bn.bias.detach().clone().requires_grad_(True)
+    out_ref = torch.cat([F.batch_norm(s, None, None, w_ref, b_ref, training=True)
+                         for s in x_ref.split(shard_size)])
+    (out_ref * dout).sum().backward()
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=0, atol=1e-12)
+    torch.testing.assert_close(bn.weight.grad, w_ref.grad, rtol=0, atol=1e-12)
+    torch.testing.assert_close(bn.bias.grad, b_ref.grad, rtol=0, atol=1e-12)
 
 
 def test_sharded_bn_with_one_shard_is_batchnorm2d():
