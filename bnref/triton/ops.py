@@ -182,7 +182,16 @@ def _launch_args(layout, t):
     return dict(R=layout.R, K=layout.K, row_stride=layout.row_stride,
                 plane_stride=layout.plane_stride, rows_per_prog=t.rows_per_prog,
                 cols_per_prog=t.cols_per_prog, CHANNELS_IN_COLS=layout.channels_in_cols,
-                BLOCK_R=t.block_r, BLOCK_K=t.block_k)
+                BLOCK_R=t.block_r, BLOCK_K=t.block_k, num_warps=_num_warps(t.block_r * t.block_k))
+
+
+def _num_warps(tile_elems):
+    """About 16 values per thread: few registers, many warps in flight to hide latency.
+
+    Compiled for sm_90 with 4096-value tiles, 4 warps need up to 226 registers
+    per thread, 16 warps at most 60 (no spills either way).
+    """
+    return max(4, min(16, tile_elems // 256))
 
 
 def _finalize_blocks(P, C):
@@ -269,7 +278,7 @@ def batch_norm_train(x, weight=None, bias=None, running_mean=None, running_var=N
             layout.R, layout.K, layout.row_stride, layout.plane_stride,
             CHANNELS_IN_COLS=layout.channels_in_cols, HAS_WEIGHT=weight is not None,
             HAS_BIAS=bias is not None, UPDATE_RUNNING=update, BLOCK_R=t.block_r,
-            BLOCK_K=t.block_k)
+            BLOCK_K=t.block_k, num_warps=_num_warps(t.block_r * t.block_k))
         return y, save_mean, save_invstd
     t = _plan(layout, x.device)
     P = t.grid[1] * (1 if layout.channels_in_cols else t.grid[2])
@@ -278,7 +287,8 @@ def batch_norm_train(x, weight=None, bias=None, running_mean=None, running_var=N
     block_p, block_c = _finalize_blocks(P, C)
     kernels._finalize_stats_kernel[(triton.cdiv(C, block_c),)](
         n, mean, m2, P, C, save_mean, save_invstd, *running, float(momentum), float(eps),
-        UPDATE_RUNNING=update, BLOCK_P=block_p, BLOCK_C=block_c)
+        UPDATE_RUNNING=update, BLOCK_P=block_p, BLOCK_C=block_c,
+        num_warps=_num_warps(block_p * block_c))
     _normalize(x, y, layout, save_mean, save_invstd, weight, bias, eps, from_var=False)
     return y, save_mean, save_invstd
 
@@ -340,7 +350,7 @@ def batch_norm_backward(dy, x, weight, save_mean, save_invstd):
             dy, x, dx, save_mean, save_invstd, w, dweight, dbias,
             layout.R, layout.K, layout.row_stride, layout.plane_stride,
             CHANNELS_IN_COLS=layout.channels_in_cols, HAS_WEIGHT=weight is not None,
-            BLOCK_R=t.block_r, BLOCK_K=t.block_k)
+            BLOCK_R=t.block_r, BLOCK_K=t.block_k, num_warps=_num_warps(t.block_r * t.block_k))
     else:
         t = _plan(layout, x.device)
         P = t.grid[1] * (1 if layout.channels_in_cols else t.grid[2])
@@ -350,7 +360,7 @@ def batch_norm_backward(dy, x, weight, save_mean, save_invstd):
         block_p, block_c = _finalize_blocks(P, C)
         kernels._finalize_grads_kernel[(triton.cdiv(C, block_c),)](
             sum_dy, sum_dy_xmu, P, C, save_invstd, dweight, dbias,
-            BLOCK_P=block_p, BLOCK_C=block_c)
+            BLOCK_P=block_p, BLOCK_C=block_c, num_warps=_num_warps(block_p * block_c))
         kernels._grad_input_kernel[t.grid](
             dy, x, dx, save_mean, save_invstd, w, dweight, dbias, float(x.numel() // C),
             HAS_WEIGHT=weight is not None, **_launch_args(layout, t))
