@@ -17,6 +17,7 @@ dev/cuda: check, then time).
     python benchmarks/gpu_bn.py                # GPU: table + benchmarks/results/<device>.json
     python benchmarks/gpu_bn.py --markdown     # the table as Markdown (for the issue note)
     python benchmarks/gpu_bn.py --dry-run      # no GPU: tiny CPU shapes through the interpreter
+    python benchmarks/gpu_bn.py --compile-only # no GPU: compile every kernel for sm_90
 
 The dry run exercises everything but the timing (wall-clock of interpreted
 kernels means nothing) and writes no file unless ``--out`` is given.
@@ -223,18 +224,80 @@ def environment(bt, device):
     return info
 
 
+def compile_check(arch=90):
+    """Compile every kernel for a CUDA target without a GPU; registers and spills per kernel.
+
+    Triton's wheel ships ptxas, so the whole pipeline down to a cubin runs on
+    any machine: a kernel that only the interpreter accepts fails here.
+    """
+    import subprocess
+    import tempfile
+
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from bnref.triton import kernels, ops
+    cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/cuobjdump")
+    floats = {"eps", "momentum", "count"}
+    for fn, consts in _compile_cases(kernels):
+        for dtype in ("fp32", "bf16"):
+            sig = {n: "constexpr" if n in consts else "fp32" if n in floats
+                   else (f"*{dtype}" if n[:2] in ("x_", "y_", "dy", "dx") else "*fp32")
+                   if n.endswith("_ptr") else "i32" for n in fn.arg_names}
+            src = ASTSource(fn=fn, signature=sig,
+                            constexprs={(fn.arg_names.index(n),): v for n, v in consts.items()})
+            tile = consts.get("BLOCK_R", consts.get("BLOCK_P", 1)) * consts.get(
+                "BLOCK_K", consts.get("BLOCK_C", 1))
+            warps = ops._num_warps(tile)
+            compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32),
+                                      options=dict(num_warps=warps))
+            with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+                f.write(compiled.asm["cubin"])
+                f.flush()
+                usage = subprocess.run([cuobjdump, "--dump-resource-usage", f.name],
+                                       capture_output=True, text=True).stdout
+            found = re.search(r"REG:(\d+).*?STACK:(\d+)", usage)
+            regs, stack = found.groups() if found else ("?", "?")
+            flags = ", ".join(f"{k}={v}" for k, v in consts.items())
+            print(f"sm_{arch} {fn.__name__:32s} {dtype} warps={warps:2d} registers={regs:>3s} "
+                  f"stack={stack} ({flags})")
+
+
+def _compile_cases(kernels):
+    """Each kernel with the constexprs of both layouts at the launcher's default tile sizes."""
+    for cic, (block_r, block_k) in ((True, (64, 64)), (False, (4, 1024))):
+        tile = dict(CHANNELS_IN_COLS=cic, BLOCK_R=block_r, BLOCK_K=block_k)
+        yield kernels._stats_kernel, tile
+        yield kernels._grad_sums_kernel, tile
+        yield kernels._normalize_kernel, dict(tile, FROM_VAR=not cic, HAS_WEIGHT=True, HAS_BIAS=True)
+        yield kernels._grad_input_kernel, dict(tile, HAS_WEIGHT=True)
+        one = dict(CHANNELS_IN_COLS=cic, BLOCK_R=256 if cic else 32, BLOCK_K=32 if cic else 256)
+        yield kernels._train_single_pass_kernel, dict(one, HAS_WEIGHT=True, HAS_BIAS=True,
+                                                      UPDATE_RUNNING=True)
+        yield kernels._backward_single_pass_kernel, dict(one, HAS_WEIGHT=True)
+    yield kernels._finalize_stats_kernel, dict(UPDATE_RUNNING=True, BLOCK_P=32, BLOCK_C=128)
+    yield kernels._finalize_grads_kernel, dict(BLOCK_P=32, BLOCK_C=128)
+
+
 def parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dry-run", action="store_true",
                     help="tiny CPU shapes through Triton's interpreter; checks, no real timing")
     ap.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     ap.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    ap.add_argument("--compile-only", type=int, metavar="SM", nargs="?", const=90,
+                    help="no GPU needed: compile every kernel for sm_SM (default 90) and "
+                         "print registers per thread")
     ap.add_argument("--out", help="JSON path (default on the GPU: benchmarks/results/<device>.json)")
     return ap.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.compile_only:
+        os.environ["TRITON_INTERPRET"] = "0"  # compiled kernels, not interpreted ones
+        return compile_check(args.compile_only)
     if args.dry_run:
         os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported
     elif not torch.cuda.is_available():

@@ -237,6 +237,16 @@ def test_module_matches_torch_over_steps(shape, momentum):
           .view((1, -1) + (1,) * (len(shape) - 2)).expand(shape), 5e-5, "eval dx")
 
 
+@pytest.mark.parametrize("kwargs", [dict(affine=False), dict(track_running_stats=False)])
+def test_module_options_match_torch(kwargs):
+    ours, theirs = bt.BatchNorm2d(4, **kwargs).to(DEVICE), torch.nn.BatchNorm2d(4, **kwargs).to(DEVICE)
+    x = torch.randn(3, 4, 5, 2, device=DEVICE) * 2 + 1
+    for train in (True, False):
+        ours.train(train), theirs.train(train)
+        close(ours(x), theirs(x), 5e-5, f"y (train={train})")
+    assert ours.state_dict().keys() == theirs.state_dict().keys()
+
+
 def test_bad_input_raises_clear_errors(monkeypatch):
     x, w, b, dy = make((4, 3, 2, 2), torch.float32)
     cases = [
