@@ -383,3 +383,19 @@ def population_statistics_(model, X, batch_size=64, seed=0):
             if saved is not None:
                 m.num_batches_tracked.copy_(saved)
     return model
+
+
+def interactive_progress():
+    """Whether long loops should draw a progress bar (``train(progress=...)``).
+
+    True in a notebook that a person runs in Jupyter (the server sets
+    ``JPY_SESSION_NAME`` for the kernel; VS Code does too) or in Colab; False
+    in scripts and when the book is built (nbclient sets neither), so built
+    pages stay free of progress bars. ``BNREF_PROGRESS=1`` or ``0`` overrides.
+    """
+    import os
+
+    setting = os.environ.get("BNREF_PROGRESS")
+    if setting is not None:
+        return setting.strip().lower() not in ("", "0", "false", "no")
+    return "JPY_SESSION_NAME" in os.environ or "COLAB_RELEASE_TAG" in os.environ
