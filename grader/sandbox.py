@@ -118,6 +118,7 @@ def _system_binds():
         elif os.path.isdir(name):
             args += ["--ro-bind", name, name]
     # Only what a Python process reads from /etc: no shadow files, no keys.
+    args += ["--perms", "0755", "--dir", "/etc"]
     for name in ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "passwd", "group",
                  "nsswitch.conf", "hosts", "alternatives", "fonts", "ssl", "mime.types",
                  "matplotlibrc", "python3", "os-release"):
@@ -263,6 +264,6 @@ def configure(c):
         except SandboxUnavailable as err:
             raise SystemExit(f"nbgrader autograde refused to start: {err}") from None
     current = c.Autograde.autograde_preprocessors if "autograde_preprocessors" in c.Autograde \
-        else Autograde.autograde_preprocessors.default_value
+        else Autograde.class_traits()["autograde_preprocessors"].make_dynamic_default()
     c.Autograde.autograde_preprocessors = [
         SandboxedExecute if pp is Execute else pp for pp in current]
