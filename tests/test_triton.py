@@ -147,7 +147,7 @@ def test_default_split_when_a_channel_does_not_fit_one_tile(channels_last):
 def test_nchw_split_across_columns():
     """NCHW with a single row (N = 1): the pixels of a channel are split between programs."""
     x, w, b, dy = make((1, 3, 11, 13), torch.float32, seed=2)
-    with bt.tiling(block_r=1, block_k=8, cols_per_prog=16):
+    with bt.tiling(block_r=1, block_k=16, cols_per_prog=40):
         y, mean, invstd = bt.batch_norm_train(x, w, b)
         dx, dw, db = bt.batch_norm_backward(dy, x, w, mean, invstd)
     y_ref, dx_ref, dw_ref, db_ref = reference(x, w, b, dy)
@@ -293,3 +293,30 @@ def test_benchmark_bookkeeping():
                bnref_ms=1.0, bnref_gbps=1000.0, bnref_pct_copy=50.0, speedup_vs_torch=2.0)
     table = gpu_bn.format_table([row], markdown=True).splitlines()
     assert table[2] == "| 2x3 | nchw | float32 | eval | 2000 | 500 (25%) | - | 1000 (50%) | 2.00x | - |"
+
+
+def test_importing_triton_first_is_reported(tmp_path):
+    """The interpreter must be on before triton is imported; if not, MODE and calls say so."""
+    import subprocess
+    import sys
+    script = (
+        "import os, torch\n"
+        "os.environ.pop('TRITON_INTERPRET', None)\n"
+        "import triton\n"
+        "if not torch.cuda.is_available():\n"
+        "    import bnref.triton as bt\n"
+        "    print(bt.MODE)\n"
+        "    try:\n"
+        "        bt.batch_norm_train(torch.randn(4, 3))\n"
+        "    except RuntimeError as e:\n"
+        "        print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=120, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    if torch.cuda.is_available():
+        assert out.stdout == ""  # with a GPU there is nothing to report
+    else:
+        mode, message = out.stdout.splitlines()[:2]
+        assert mode == "unavailable"
+        assert "triton was imported before TRITON_INTERPRET=1" in message
