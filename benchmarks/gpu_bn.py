@@ -177,8 +177,9 @@ def run_case(bt, shape, fmt, dtype_name, device, timer, with_compile):
     rows = []
     for which in PASSES:
         nbytes = pass_bytes(x.numel(), x.element_size(), which)
-        row = dict(shape=list(shape), format=fmt, dtype=dtype_name, pass_=which, bytes=nbytes,
-                   copy_ms=copy_ms, copy_gbps=copy_gbps, bnref_max_error=errors[which])
+        row = {"shape": list(shape), "format": fmt, "dtype": dtype_name, "pass": which}
+        row.update(bytes=nbytes, copy_ms=copy_ms, copy_gbps=copy_gbps,
+                   bnref_max_error=errors[which])
         for impl in IMPLS:
             ms = timer(calls[impl][which]) if impl in calls else None
             row[f"{impl}_ms"], row[f"{impl}_gbps"] = ms, gbps(nbytes, ms)
@@ -206,7 +207,7 @@ def format_table(rows, markdown=False):
             "speedup", "torch backend"]
     lines = []
     for r in rows:
-        lines.append(["x".join(map(str, r["shape"])), r["format"], r["dtype"], r["pass_"],
+        lines.append(["x".join(map(str, r["shape"])), r["format"], r["dtype"], r["pass"],
                       _num(r["copy_gbps"]), _cell(r, "torch"), _cell(r, "compile"),
                       _cell(r, "bnref"), f"{r['speedup_vs_torch']:.2f}x",
                       r.get("torch_backend", "-")])

@@ -288,9 +288,10 @@ def test_benchmark_bookkeeping():
     assert gpu_bn.pass_bytes(1000, 2, "backward") == 6000
     assert gpu_bn.gbps(3e9, 1000.0) == pytest.approx(3.0)
     assert gpu_bn.device_slug("NVIDIA H100 80GB HBM3") == "nvidia-h100-80gb-hbm3"
-    row = dict(shape=[2, 3], format="nchw", dtype="float32", pass_="eval", copy_gbps=2000.0,
-               torch_ms=2.0, torch_gbps=500.0, torch_pct_copy=25.0, compile_ms=None,
-               bnref_ms=1.0, bnref_gbps=1000.0, bnref_pct_copy=50.0, speedup_vs_torch=2.0)
+    row = {"shape": [2, 3], "format": "nchw", "dtype": "float32", "pass": "eval",
+           "copy_gbps": 2000.0, "torch_ms": 2.0, "torch_gbps": 500.0, "torch_pct_copy": 25.0,
+           "compile_ms": None, "bnref_ms": 1.0, "bnref_gbps": 1000.0, "bnref_pct_copy": 50.0,
+           "speedup_vs_torch": 2.0}
     table = gpu_bn.format_table([row], markdown=True).splitlines()
     assert table[2] == "| 2x3 | nchw | float32 | eval | 2000 | 500 (25%) | - | 1000 (50%) | 2.00x | - |"
 
