@@ -148,7 +148,7 @@ def draw_graph(ax, nodes, edges, fontsize=11, node_color="#eef3fb", edge_color="
     Args:
         ax: the ``Axes`` to draw on; its limits are set to fit the nodes.
         nodes: ``{name: (x, y, label)}`` or ``{name: (x, y, label, facecolor)}``;
-            labels may hold mathtext (``"$\\\\mu$"``).
+            labels may hold mathtext such as ``"$\\hat{x}$"``.
         edges: ``(src, dst)`` or ``(src, dst, label)`` tuples naming nodes.
         fontsize: size of node labels (edge labels are two points smaller).
         node_color: default box fill.
