@@ -12,7 +12,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export TRITON_INTERPRET ?= $(shell command -v nvidia-smi >/dev/null 2>&1 || echo 1)
 export MPLBACKEND := Agg
 
-.PHONY: install book test clean
+.PHONY: install book test clean mathjax
 
 install: $(STAMP)
 
@@ -26,7 +26,18 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 book: install
 	$(BIN)/jupyter-book build . --warningiserror --nitpick --keep-going
 
-test: book
+# The browser test (tests/test_book_browser.py) serves MathJax from the npm
+# package instead of the CDN; installed next to the venv when npm exists.
+NPM_PREFIX := $(VENV)/npm
+MATHJAX    := $(NPM_PREFIX)/node_modules/mathjax/es5/tex-mml-chtml.js
+
+mathjax:
+	@if [ -f $(MATHJAX) ]; then :; \
+	elif command -v npm >/dev/null 2>&1; then \
+		npm install --prefix $(NPM_PREFIX) --no-audit --no-fund --silent mathjax@3; \
+	else echo "npm not found: the browser test will be skipped (install Node.js and npm, then run make mathjax)"; fi
+
+test: book mathjax
 	@$(BIN)/python -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: the suite must never be empty"; exit 1; fi; \
 	exit $$rc
