@@ -279,7 +279,8 @@ def _compile_cases(kernels):
         tile = dict(CHANNELS_IN_COLS=cic, BLOCK_R=block_r, BLOCK_K=block_k)
         yield kernels._stats_kernel, tile
         yield kernels._grad_sums_kernel, tile
-        yield kernels._normalize_kernel, dict(tile, FROM_VAR=not cic, HAS_WEIGHT=True, HAS_BIAS=True)
+        yield kernels._normalize_kernel, dict(tile, FROM_VAR=not cic, HAS_WEIGHT=True,
+                                              HAS_BIAS=True)
         yield kernels._grad_input_kernel, dict(tile, HAS_WEIGHT=True)
         one = dict(CHANNELS_IN_COLS=cic, BLOCK_R=256 if cic else 32, BLOCK_K=32 if cic else 256)
         yield kernels._train_single_pass_kernel, dict(one, HAS_WEIGHT=True, HAS_BIAS=True,
@@ -300,7 +301,8 @@ def parse_args(argv):
                          "print registers per thread")
     ap.add_argument("--timer", choices=("do_bench", "cudagraph"), default="do_bench",
                     help="do_bench (default; flushes L2) or CUDA-graph replay (no launch overhead)")
-    ap.add_argument("--out", help="JSON path (default on the GPU: benchmarks/results/<device>.json)")
+    ap.add_argument("--out",
+                    help="JSON path (default on the GPU: benchmarks/results/<device>.json)")
     return ap.parse_args(argv)
 
 
@@ -318,7 +320,8 @@ def main(argv=None):
     import bnref.triton as bt
     print(bt.describe())
     device = "cpu" if args.dry_run else "cuda"
-    timer = cpu_timer if args.dry_run else {"do_bench": gpu_timer, "cudagraph": graph_timer}[args.timer]
+    timers = {"do_bench": gpu_timer, "cudagraph": graph_timer}
+    timer = cpu_timer if args.dry_run else timers[args.timer]
     # torch.compile on the CPU needs a C++ toolchain and minutes: GPU runs only.
     with_compile = not (args.dry_run or args.no_compile)
     rows = []

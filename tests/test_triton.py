@@ -256,7 +256,8 @@ def test_module_matches_torch_over_steps(shape, momentum):
 
 @pytest.mark.parametrize("kwargs", [dict(affine=False), dict(track_running_stats=False)])
 def test_module_options_match_torch(kwargs):
-    ours, theirs = bt.BatchNorm2d(4, **kwargs).to(DEVICE), torch.nn.BatchNorm2d(4, **kwargs).to(DEVICE)
+    ours = bt.BatchNorm2d(4, **kwargs).to(DEVICE)
+    theirs = torch.nn.BatchNorm2d(4, **kwargs).to(DEVICE)
     x = torch.randn(3, 4, 5, 2, device=DEVICE) * 2 + 1
     for train in (True, False):
         ours.train(train), theirs.train(train)
@@ -271,7 +272,8 @@ def test_bad_input_raises_clear_errors(monkeypatch):
         (lambda: bt.batch_norm_train(x.long()), "x must be float32"),
         (lambda: bt.batch_norm_train(x.double()), "got torch.float64"),
         (lambda: bt.batch_norm_train(x, torch.ones(4)), r"weight must be a tensor of shape \(3,\)"),
-        (lambda: bt.batch_norm_train(x, None, torch.ones(3, dtype=torch.int32)), "bias must be floating"),
+        (lambda: bt.batch_norm_train(x, None, torch.ones(3, dtype=torch.int32)),
+         "bias must be floating"),
         (lambda: bt.batch_norm_train(x[:1, :, :1, :1]), "more than 1 value per channel"),
         (lambda: bt.batch_norm_train(x, running_mean=torch.zeros(3)), "both be tensors"),
         (lambda: bt.batch_norm_train(x, momentum=1.5), "momentum must be"),
@@ -310,7 +312,8 @@ def test_benchmark_bookkeeping():
            "compile_ms": None, "bnref_ms": 1.0, "bnref_gbps": 1000.0, "bnref_pct_copy": 50.0,
            "speedup_vs_torch": 2.0}
     table = gpu_bn.format_table([row], markdown=True).splitlines()
-    assert table[2] == "| 2x3 | nchw | float32 | eval | 2000 | 500 (25%) | - | 1000 (50%) | 2.00x | - |"
+    assert table[2] == ("| 2x3 | nchw | float32 | eval | 2000 | 500 (25%) | - | 1000 (50%) "
+                        "| 2.00x | - |")
 
 
 def test_importing_triton_first_is_reported(tmp_path):

@@ -174,7 +174,8 @@ def _like_layout(t, x, layout):
     """``t`` (dy) with the same strides as ``x``."""
     if t.stride() == x.stride():
         return t
-    fmt = torch.channels_last if layout.channels_in_cols and x.dim() == 4 else torch.contiguous_format
+    channels_last = layout.channels_in_cols and x.dim() == 4
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
     return t.contiguous(memory_format=fmt)
 
 
@@ -294,7 +295,12 @@ def batch_norm_train(x, weight=None, bias=None, running_mean=None, running_var=N
 
 
 def batch_norm_eval(x, weight=None, bias=None, running_mean=None, running_var=None, eps=1e-5):
-    """Inference-mode batch norm: one pass, y = (x - running_mean) / sqrt(running_var + eps) * w + b."""
+    """Inference-mode batch norm in one pass.
+
+    ``y = (x - running_mean) / sqrt(running_var + eps) * weight + bias``; same
+    arguments as :func:`batch_norm_train`, but the running statistics are required
+    and left unchanged.
+    """
     _check_input(x, training=False)
     for name, t in (("weight", weight), ("bias", bias), ("running_mean", running_mean),
                     ("running_var", running_var)):
@@ -332,7 +338,8 @@ def batch_norm_backward(dy, x, weight, save_mean, save_invstd):
         got = tuple(dy.shape) if isinstance(dy, torch.Tensor) else type(dy).__name__
         raise ValueError(f"dy must be a tensor of x's shape {tuple(x.shape)}, got {got}")
     if dy.dtype not in FLOAT_DTYPES or dy.device != x.device:
-        raise ValueError(f"dy must be a floating tensor on {x.device}, got {dy.dtype} on {dy.device}")
+        raise ValueError(f"dy must be a floating tensor on {x.device}, "
+                         f"got {dy.dtype} on {dy.device}")
     for name, t in (("weight", weight), ("save_mean", save_mean), ("save_invstd", save_invstd)):
         _check_channel_param(name, t, x)
     if save_mean is None or save_invstd is None:
