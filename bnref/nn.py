@@ -15,6 +15,10 @@ the parameters and running buffers and decide which statistics to use.
 
 Shapes: ``x`` is ``(N, C, *)``; statistics are per channel over the other
 ``M = N * prod(*)`` values.
+
+NaN in the input propagates, as in PyTorch: to its channel's output and, in
+training, to that channel's running statistics. The backward pass is not
+itself differentiable (double backward raises).
 """
 
 import torch
