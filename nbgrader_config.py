@@ -18,7 +18,7 @@ import os
 import sys
 
 from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
-from nbgrader.converters import GenerateAssignment
+from nbgrader.converters import Autograde, GenerateAssignment
 from nbgrader.preprocessors import GetGrades
 
 _REPO = os.path.dirname(os.path.abspath(__file__))
@@ -31,7 +31,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 )
 
 from grader.course import COURSE_ID  # noqa: E402
-from grader.preprocessors import HideHiddenTests, InsertRepositoryURL  # noqa: E402
+from grader.preprocessors import DeduplicateIds, HideHiddenTests, InsertRepositoryURL  # noqa: E402
 
 c = get_config()  # noqa: F821 (injected by traitlets)
 
@@ -52,6 +52,12 @@ c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedE
 c.ExecutePreprocessor.timeout = 60
 c.Execute.timeout = 60
 # A deleted test cell is put back (and graded) from the gradebook's copy.
+# A duplicated graded cell is graded once (nbgrader 0.9.6's own
+# DeduplicateIds makes the notebook fail validation instead).
+c.Autograde.sanitize_preprocessors = [
+    DeduplicateIds if p.__name__ == "DeduplicateIds" else p
+    for p in Autograde.class_traits()["sanitize_preprocessors"].default()
+]
 c.OverwriteCells.add_missing_cells = True
 
 # Feedback shows each test's verdict and message, never hidden test code.

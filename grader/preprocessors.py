@@ -56,3 +56,29 @@ class HideHiddenTests(NbGraderPreprocessor):
                 # A traceback quotes source lines, hidden ones included.
                 output["traceback"] = [f"{output.get('ename', 'Error')}: {output.get('evalue', '')}"]
         return cell, resources
+
+
+class DeduplicateIds(NbGraderPreprocessor):
+    """Keep one cell per grade id (the last, as nbgrader does); earlier copies become plain cells.
+
+    nbgrader 0.9.6's own DeduplicateIds leaves ``"nbgrader": {}`` on the
+    copies, which its CheckCellMetadata then rejects, so one student who
+    duplicated a graded cell failed the whole notebook. Here the copies lose
+    the key entirely: they run as ordinary cells and score nothing, and the
+    original cell is graded as usual.
+    """
+
+    def preprocess(self, nb, resources):
+        seen = set()
+        for cell in reversed(nb.cells):
+            meta = cell.metadata.get("nbgrader", {})
+            if not (meta.get("grade") or meta.get("solution") or meta.get("locked")):
+                continue
+            if meta.get("grade_id") in seen:
+                self.log.warning("Cell with id '%s' exists multiple times; keeping the last", meta["grade_id"])
+                del cell.metadata["nbgrader"]
+                cell.metadata.pop("editable", None)
+                cell.metadata.pop("deletable", None)
+            else:
+                seen.add(meta.get("grade_id"))
+        return nb, resources
