@@ -64,7 +64,7 @@ class BatchNormFunction(torch.autograd.Function):
         xa = x.to(acc)                                          # N,C,*
         dims = _reduce_dims(x)
         if training:
-            var, mean = torch.var_mean(xa, dim=dims, unbiased=False)  # C  C
+            var, mean = torch.var_mean(xa, dim=dims, correction=0)  # C  C
             if running_mean is not None:
                 M = x.numel() // x.shape[1]
                 with torch.no_grad():
