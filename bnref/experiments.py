@@ -174,7 +174,7 @@ def train(model, X, y, *, steps, batch_size=64, lr=0.1, optimizer="sgd",
         pos += batch_size
         model.train()
         loss = loss_fn(model(X[idx]), y[idx])
-        history["loss"].append(float(loss))
+        history["loss"].append(loss.item())
         if not torch.isfinite(loss):
             history["loss"] += [float("nan")] * (steps - step - 1)
             break
