@@ -84,3 +84,17 @@ def test_points_table_matches_cell_metadata(assignment):
     graded = {c["metadata"]["nbgrader"]["grade_id"]: str(c["metadata"]["nbgrader"]["points"])
               for c in cells if c["metadata"].get("nbgrader", {}).get("grade")}
     assert table == graded
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_book_page_links_follow_the_repository_url(assignment):
+    """The assignment pages link to the release notebooks of the repository in _config.yml."""
+    page = (REPO / "book" / "assignments" / f"{assignment}.md").read_text()
+    url = repository_url()
+    owner_repo = url.split("github.com/", 1)[1]
+    release = f"assignments/{assignment}/{assignment}.ipynb"
+    assert f"https://colab.research.google.com/github/{owner_repo}/blob/main/{release}" in page
+    assert f"{url}/tree/main/assignments/{assignment}" in page
+    assert f"<../../{release}>" in page and (REPO / release).is_file()
+    for link in re.findall(r"https://github\.com/[^\s)]+", page):
+        assert link.startswith(url + "/"), f"{link} does not point into {url}"
