@@ -22,6 +22,7 @@ the shard's own statistics and the synchronized ones.
 """
 
 import socket
+from queue import Empty
 
 import numpy as np
 import torch
@@ -172,6 +173,11 @@ def run_demo(x, world_size=2, sizes=None):
     """
     import torch.multiprocessing as mp
 
+    if not isinstance(x, torch.Tensor) or x.dim() not in (2, 4):
+        raise ValueError(f"x must be a torch tensor of shape (N, C) or (N, C, H, W), "
+                         f"got {type(x).__name__} of shape {tuple(getattr(x, 'shape', ()))}")
+    if not x.is_floating_point():
+        raise ValueError(f"x must have a floating-point dtype, got {x.dtype}")
     N = x.shape[0]
     if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
         raise ValueError(f"world_size must be a positive int, got {world_size!r}")
@@ -181,13 +187,19 @@ def run_demo(x, world_size=2, sizes=None):
     if len(sizes) != world_size or sum(sizes) != N or min(sizes) < 1:
         raise ValueError(f"sizes must be {world_size} positive counts summing to N={N}, "
                          f"got {sizes!r}")
-    queue = mp.get_context("spawn").SimpleQueue()
+    queue = mp.get_context("spawn").Queue()
     ctx = mp.spawn(_worker, args=(world_size, free_port(), x, sizes, queue),
                    nprocs=world_size, join=False)
-    results = [queue.get() for _ in range(world_size)]  # drain before join
+    results = []
+    while len(results) < world_size:  # drain before join: a full pipe would block the workers
+        try:
+            results.append(queue.get(timeout=1.0))
+        except Empty:
+            # Re-raises a worker's exception here instead of waiting forever.
+            if ctx.join(timeout=0) and queue.empty():
+                raise RuntimeError(f"{world_size - len(results)} worker(s) exited without a result")
     ctx.join()
     return sorted(results, key=lambda r: r["rank"])
-
 
 
 class ShardedBatchNorm2d(torch.nn.BatchNorm2d):

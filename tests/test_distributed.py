@@ -96,6 +96,14 @@ def test_bad_arguments_raise(kwargs, match):
         run_demo(torch.zeros(4, 2), **kwargs)
 
 
+@pytest.mark.parametrize("x", [np.zeros((4, 2)), torch.zeros(4, 2, 3)])
+def test_bad_batch_raises_before_spawning(x):
+    with pytest.raises(ValueError, match=r"x must be a torch tensor of shape \(N, C\)"):
+        run_demo(x, world_size=2)
+    with pytest.raises(ValueError, match="x must have a floating-point dtype, got torch.int64"):
+        run_demo(torch.zeros(4, 2, dtype=torch.int64), world_size=2)
+
+
 def test_bad_shape_raises():
     with pytest.raises(ValueError, match=r"x must have shape"):
         local_moments(torch.zeros(2, 3, 4))
