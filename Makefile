@@ -10,7 +10,6 @@ STAMP  := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 # Triton kernels run through Triton's interpreter when there is no GPU.
 export TRITON_INTERPRET ?= $(shell command -v nvidia-smi >/dev/null 2>&1 || echo 1)
-export MPLBACKEND := Agg
 
 .PHONY: install book test clean mathjax
 
