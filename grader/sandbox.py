@@ -25,6 +25,7 @@ Use it from ``nbgrader_config.py``::
 and switch it off knowingly with ``c.Sandbox.enabled = False`` *before* that
 call (or ``NBGRADER_SANDBOX=off`` in the environment).
 """
+import functools
 import os
 import shutil
 import subprocess
@@ -74,6 +75,7 @@ class Sandbox(Configurable):
     extra_ro_paths = List(Unicode(), help="More host paths to bind read-only at the same place.").tag(config=True)
 
 
+@functools.lru_cache(maxsize=None)  # once per grading process, not per kernel
 def check_bwrap(executable="bwrap"):
     """Raise SandboxUnavailable unless bwrap can build the namespaces we use."""
     path = shutil.which(executable)
