@@ -128,7 +128,7 @@ def _serve_mathjax(route):
         route.abort()
 
 
-_PAGE_REPORT_JS = """async () => {
+_PAGE_REPORT_JS = r"""async () => {
     const images = Array.from(document.images);
     await Promise.all(images.map(img => img.complete ? null :
         new Promise(done => { img.onload = img.onerror = done; })));
@@ -139,7 +139,7 @@ _PAGE_REPORT_JS = """async () => {
         mjx: document.querySelectorAll('mjx-container').length,
         mjxErrors: Array.from(document.querySelectorAll('mjx-merror'))
                         .map(e => e.getAttribute('data-mjx-error') || e.textContent),
-        rawDollars: clone.textContent.includes('$$'),
+        rawMath: ['$$', '\\(', '\\['].filter(d => clone.textContent.includes(d)),
         brokenImages: images.filter(img => !(img.complete && img.naturalWidth > 0))
                             .map(img => img.getAttribute('src')),
         links: Array.from(document.querySelectorAll('a[href]')).map(a => a.getAttribute('href')),
@@ -167,7 +167,7 @@ def pages(server, browser_context):
         if redirect:
             # Opening it would just open its target, which the crawl visits anyway.
             reports[rel] = dict(url=server + rel, errors=[], mathjax_ready=None, mathElements=0,
-                                mjx=0, mjxErrors=[], rawDollars=False, brokenImages=[],
+                                mjx=0, mjxErrors=[], rawMath=[], brokenImages=[],
                                 links=[redirect.group(1)])
             continue
         page = browser_context.new_page()
@@ -199,7 +199,7 @@ def test_no_console_errors(pages):
 
 
 def test_math_is_typeset(pages):
-    """Every page with math has MathJax output for each math element, no errors and no raw $$."""
+    """Every page with math has MathJax output for each math element, no errors, no raw $$ or \\( \\[."""
     problems = {}
     for rel, r in pages.items():
         issues = []
@@ -210,8 +210,8 @@ def test_math_is_typeset(pages):
                 issues.append(f"{r['mjx']} mjx-container for {r['mathElements']} math elements")
         if r["mjxErrors"]:
             issues.append(f"MathJax errors: {r['mjxErrors']}")
-        if r["rawDollars"]:
-            issues.append("raw $$ in the page text")
+        if r["rawMath"]:
+            issues.append(f"untypeset math delimiters {r['rawMath']} in the page text")
         if issues:
             problems[rel] = issues
     assert not problems, f"math problems: {problems}"
