@@ -55,7 +55,13 @@ def _source(entry):
 
 
 def _chapter_markdown():
+    """The book's top-level pages, book/*.md."""
     return sorted(BOOK.glob("*.md"))
+
+
+def _all_markdown():
+    """Every Markdown page under book/, subfolders included."""
+    return sorted(p for p in BOOK.rglob("*.md") if ".ipynb_checkpoints" not in p.parts)
 
 
 def _bib_keys():
@@ -78,12 +84,12 @@ def test_every_book_page_is_in_the_toc():
 def test_markdown_chapters_are_myst_notebooks():
     """A page with code cells declares the jupytext/kernelspec front matter, so it is executed."""
     bad = []
-    for path in _chapter_markdown():
+    for path in _all_markdown():
         text = path.read_text(encoding="utf-8")
         if CODE_CELL.search(text):
             front = text.split("---", 2)[1] if text.startswith("---") else ""
             if "kernelspec" not in front or "jupytext" not in front:
-                bad.append(path.name)
+                bad.append(path.relative_to(BOOK).as_posix())
     assert not bad, f"pages with code cells but no notebook front matter: {bad}"
 
 
@@ -112,17 +118,17 @@ def test_every_citation_key_exists():
     """Every {cite} key used in book/*.md is defined in references.bib."""
     known = set(_bib_keys())
     unknown = {}
-    for path in _chapter_markdown():
+    for path in _all_markdown():
         for group in CITE.findall(path.read_text(encoding="utf-8")):
             for key in re.split(r"[,;]", group):
                 if key.strip() and key.strip() not in known:
-                    unknown.setdefault(path.name, []).append(key.strip())
+                    unknown.setdefault(path.relative_to(BOOK).as_posix(), []).append(key.strip())
     assert not unknown, f"citation keys not in {BIB.name}: {unknown}"
 
 
 def test_one_global_bibliography_page():
     """Only book/bibliography.md carries a {bibliography} directive (one global list)."""
-    with_directive = [p.name for p in _chapter_markdown()
+    with_directive = [p.relative_to(BOOK).as_posix() for p in _all_markdown()
                       if BIBLIOGRAPHY_DIRECTIVE.search(p.read_text(encoding="utf-8"))]
     assert with_directive == ["bibliography.md"], (
         f"{{bibliography}} must appear in bibliography.md only, found in {with_directive}")
@@ -153,14 +159,14 @@ def test_chapters_do_not_redefine_bnref():
     public = _bnref_public_functions()
     assert "batchnorm_forward" in public, "bnref's public names could not be collected"
     clashes = []
-    for path in _chapter_markdown():
+    for path in _all_markdown():
         for match in CODE_CELL.finditer(path.read_text(encoding="utf-8")):
             try:
                 tree = ast.parse(_cell_python(match.group(2)))
             except SyntaxError as exc:
-                pytest.fail(f"{path.name}: a code cell does not parse as Python: {exc}")
+                pytest.fail(f"{path.relative_to(BOOK).as_posix()}: a code cell does not parse as Python: {exc}")
             for node in tree.body:
                 if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) \
                         and node.name in public:
-                    clashes.append(f"{path.name}: {node.name} (use {public[node.name]}.{node.name})")
+                    clashes.append(f"{path.relative_to(BOOK).as_posix()}: {node.name} (use {public[node.name]}.{node.name})")
     assert not clashes, f"chapters re-implement bnref: {clashes}"
