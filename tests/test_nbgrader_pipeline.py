@@ -131,17 +131,17 @@ def mutate(nb, changes):
         elif old is None:
             cell.source = new
         elif old == "duplicate":
-            nb.cells.insert(nb.cells.index(cell) + 1, copy.deepcopy(cell))
+            duplicate = copy.deepcopy(cell)
+            duplicate["id"] = f"{cell.get('id', 'cell')}-copy"  # as Jupyter's copy-paste does
+            nb.cells.insert(nb.cells.index(cell) + 1, duplicate)
         else:
             assert cell.source.count(old) == 1, f"{old!r} is not exactly once in {grade_id}"
             cell.source = cell.source.replace(old, new)
     return nb
 
 
-@pytest.fixture(scope="module")
-def course(tmp_path_factory):
+def make_course(root):
     """A course directory with the repository's config, and a private exchange."""
-    root = tmp_path_factory.mktemp("pipeline")
     course_dir, exchange = root / "course", root / "exchange"
     course_dir.mkdir()
     exchange.mkdir()
@@ -158,6 +158,20 @@ def course(tmp_path_factory):
     env["JUPYTER_CONFIG_DIR"] = str(root / "jupyter-config")  # no instructor config leaks in
     env["OMP_NUM_THREADS"] = "1"  # small notebooks grade fastest on one thread each
     return dict(root=root, dir=course_dir, exchange=exchange, env=env)
+
+
+@pytest.fixture(scope="module")
+def pipelines(tmp_path_factory):
+    """Both assignments through the whole pipeline, side by side (one course
+    directory and gradebook each, so the two SQLite files never see two writers)."""
+    jobs = {A1: A1_STUDENTS, A2: A2_STUDENTS}
+    courses = {a: make_course(tmp_path_factory.mktemp(a)) for a in jobs}
+    start = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        futures = {a: pool.submit(run_pipeline, courses[a], a, jobs[a]) for a in jobs}
+        results = {a: f.result() for a, f in futures.items()}
+    print(f"\nwhole pipeline, both assignments: {time.perf_counter() - start:.0f} s")
+    return {a: (courses[a],) + results[a] for a in jobs}
 
 
 def run_pipeline(course, assignment, students):
@@ -204,8 +218,7 @@ def auto_scores(course, assignment, notebook, student):
         return {g.name: (g.auto_score, g.max_score) for g in sub.grades if g.cell.cell_type == "code"}
 
 
-def check_assignment(course, assignment, students):
-    notebook, solution, _ = run_pipeline(course, assignment, students)
+def check_assignment(course, assignment, students, notebook, solution):
     graded = {c.metadata.nbgrader["grade_id"]: c.metadata.nbgrader["points"] for c in solution.cells
               if c.metadata.get("nbgrader", {}).get("grade") and c.cell_type == "code"}
     table = {}
@@ -228,8 +241,9 @@ def check_feedback(course, assignment, notebook, students):
         assert "hidden tests ran here" in html
 
 
-def test_a1_pipeline(course):
-    notebook = check_assignment(course, A1, A1_STUDENTS)
+def test_a1_pipeline(pipelines):
+    course, notebook, solution, _ = pipelines[A1]
+    check_assignment(course, A1, A1_STUDENTS, notebook, solution)
     check_feedback(course, A1, notebook, A1_STUDENTS)
     autograded = course["dir"] / "autograded"
     # The deleted test cell was put back and run; the endless cell was interrupted.
@@ -245,6 +259,7 @@ def test_a1_pipeline(course):
     assert "must be implemented without" in html
 
 
-def test_a2_pipeline(course):
-    notebook = check_assignment(course, A2, A2_STUDENTS)
+def test_a2_pipeline(pipelines):
+    course, notebook, solution, _ = pipelines[A2]
+    check_assignment(course, A2, A2_STUDENTS, notebook, solution)
     check_feedback(course, A2, notebook, A2_STUDENTS)
