@@ -79,6 +79,8 @@ A1_STUDENTS = {
 A2 = "a2_test_time_inference"
 A2_STUDENTS = {
     "full_solution": ([], set()),
+    "unbiased_var": ([("bn_function_code", "x.var(dim=dims, unbiased=False, keepdim=True)",
+                       "x.var(dim=dims, unbiased=True, keepdim=True)")], {"bn_function_forward"}),
     "momentum_convention": ([("bn_module_code", "self.running_mean.mul_(1 - self.momentum).add_(self.momentum * mean)",
                               "self.running_mean.mul_(self.momentum).add_((1 - self.momentum) * mean)")],
                             {"bn_module_train"}),
