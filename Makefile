@@ -25,6 +25,12 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 book: install
 	$(BIN)/jupyter-book build . --warningiserror --nitpick --keep-going
 
+# The .ipynb twins of the chapters that Colab and Binder open (launch buttons).
+# Run after editing a chapter; tests/test_launch_notebooks.py fails when stale.
+.PHONY: notebooks
+notebooks: install
+	$(BIN)/python tools/launch_notebooks.py
+
 # The browser test (tests/test_book_browser.py) serves MathJax from the npm
 # package instead of the CDN; installed next to the venv when npm exists.
 NPM_PREFIX := $(VENV)/npm
