@@ -23,12 +23,12 @@ sys.path.insert(0, str(REPO))
 
 from tools import launch_notebooks  # noqa: E402
 
-CONFIG = yaml.safe_load((REPO / "_config.yml").read_text())
+CONFIG = yaml.safe_load((REPO / "_config.yml").read_text(encoding="utf-8"))
 INSTALL = re.compile(r'"bnref @ git\+(?P<url>[^"@]+)@(?P<branch>[^"]+)"')
 
 
 def front_matter(path):
-    text = path.read_text()
+    text = path.read_text(encoding="utf-8")
     if not text.startswith("---\n"):
         return {}
     return yaml.safe_load(text[4:text.index("\n---", 4)]) or {}
@@ -36,7 +36,8 @@ def front_matter(path):
 
 def toc_chapters():
     """The TOC's MyST notebooks under book/: .md files whose front matter has a kernelspec."""
-    entries = re.findall(r"^\s*(?:-\s*file|root):\s*(\S+)", (REPO / "_toc.yml").read_text(), re.M)
+    toc = (REPO / "_toc.yml").read_text(encoding="utf-8")
+    entries = re.findall(r"^\s*(?:-\s*file|root):\s*(\S+)", toc, re.M)
     chapters = []
     for entry in entries:
         path = REPO / (entry if entry.endswith(".md") else entry + ".md")
@@ -75,7 +76,7 @@ def test_one_notebook_per_chapter_and_no_other():
 def test_notebook_matches_chapter(chapter):
     notebook_path = chapter.with_suffix(".ipynb")
     assert notebook_path.is_file(), f"{notebook_path.name} missing: run `make notebooks`"
-    nb = json.loads(notebook_path.read_text())
+    nb = json.loads(notebook_path.read_text(encoding="utf-8"))
     code = [c for c in nb["cells"] if c["cell_type"] == "code"]
     for cell in code:
         assert cell["outputs"] == [] and cell["execution_count"] is None, (
@@ -86,7 +87,7 @@ def test_notebook_matches_chapter(chapter):
     assert nb["cells"][0]["cell_type"] == "markdown"  # the note that explains the setup cell
 
     expected = [source_text(c) for c in jupytext.read(chapter).cells if c.cell_type == "code"]
-    fences = len(re.findall(r"^```\{code-cell\}", chapter.read_text(), re.M))
+    fences = len(re.findall(r"^```\{code-cell\}", chapter.read_text(encoding="utf-8"), re.M))
     assert len(expected) == fences
     assert [source_text(c) for c in chapter_code] == expected
     assert nb["metadata"]["kernelspec"] == front_matter(chapter)["kernelspec"]
@@ -94,7 +95,7 @@ def test_notebook_matches_chapter(chapter):
 
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)
 def test_setup_cell_installs_from_config_repository(chapter):
-    nb = json.loads(chapter.with_suffix(".ipynb").read_text())
+    nb = json.loads(chapter.with_suffix(".ipynb").read_text(encoding="utf-8"))
     setup = source_text(next(c for c in nb["cells"] if c["cell_type"] == "code"))
     match = INSTALL.search(setup)
     assert match, f"no `bnref @ git+URL@BRANCH` install in the setup cell:\n{setup}"
@@ -133,11 +134,12 @@ def test_check_reports_stale_missing_and_extra(tmp_path, capsys, monkeypatch):
     assert check() == [f"missing: book/{chapter.stem}.ipynb"]
     launch_notebooks.main(["--toc", str(toc), "--config", str(config)])
     assert check() == []
-    written = (tmp_path / "book" / f"{chapter.stem}.ipynb").read_text()
+    written = (tmp_path / "book" / f"{chapter.stem}.ipynb").read_text(encoding="utf-8")
     assert "bnref @ git+https://example.org/fork/course@dev" in written
 
     md = tmp_path / "book" / chapter.name
-    md.write_text(md.read_text() + "\n```{code-cell} ipython3\nprint('new cell')\n```\n")
+    new_cell = "\n```{code-cell} ipython3\nprint('new cell')\n```\n"
+    md.write_text(md.read_text(encoding="utf-8") + new_cell, encoding="utf-8")
     (tmp_path / "book" / "stray.ipynb").write_text("{}")
     assert check() == [f"stale:   book/{chapter.stem}.ipynb",
                        "extra:   book/stray.ipynb (not a MyST chapter in the TOC)"]

@@ -37,7 +37,7 @@ NOTE_TAG = "launch-note"
 
 def toc_files(toc_path):
     """Every ``file:`` entry of a jb-book TOC (root, parts, chapters, sections), in order."""
-    toc = yaml.safe_load(pathlib.Path(toc_path).read_text())
+    toc = yaml.safe_load(pathlib.Path(toc_path).read_text(encoding="utf-8"))
     files = []
 
     def walk(node):
@@ -73,7 +73,7 @@ def chapter_sources(toc_path, repo=None):
 
 def launch_settings(config_path):
     """``(repository.url, repository.branch)`` from the book's ``_config.yml``."""
-    config = yaml.safe_load(pathlib.Path(config_path).read_text())
+    config = yaml.safe_load(pathlib.Path(config_path).read_text(encoding="utf-8"))
     branch = (config.get("repository") or {}).get("branch") or "main"
     return repository_url(config_path), str(branch)
 
@@ -161,7 +161,7 @@ def problems(expected, repo=None):
         path = repo / rel
         if not path.is_file():
             lines.append(f"missing: {rel}")
-        elif path.read_text() != text:
+        elif path.read_text(encoding="utf-8") != text:
             lines.append(f"stale:   {rel}")
     for rel in sorted(existing_notebooks(repo) - set(expected)):
         lines.append(f"extra:   {rel} (not a MyST chapter in the TOC)")
@@ -173,8 +173,8 @@ def write(expected, repo=None):
     repo = REPO if repo is None else repo
     for rel, text in sorted(expected.items()):
         path = repo / rel
-        if not path.is_file() or path.read_text() != text:
-            path.write_text(text)
+        if not path.is_file() or path.read_text(encoding="utf-8") != text:
+            path.write_text(text, encoding="utf-8")
             print(f"wrote   {rel}")
     for rel in sorted(existing_notebooks(repo) - set(expected)):
         if is_generated(repo / rel):
