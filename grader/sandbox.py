@@ -27,6 +27,7 @@ call (or ``NBGRADER_SANDBOX=off`` in the environment).
 """
 import functools
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -67,11 +68,13 @@ class Sandbox(Configurable):
     cpu_seconds = Integer(600, help="RLIMIT_CPU of the kernel over its whole life.").tag(config=True)
     max_processes = Integer(128, help="RLIMIT_NPROC inside the sandbox (threads count too).").tag(config=True)
     file_bytes = Integer(64 << 20, help="RLIMIT_FSIZE: largest file the kernel may write.").tag(config=True)
-    scratch_bytes = Integer(256 << 20, help="Size of each private tmpfs (/tmp and the working dir).").tag(config=True)
+    scratch_bytes = Integer(256 << 20, help="Size of each private tmpfs "
+                            "(/tmp, /dev/shm, the working dir).").tag(config=True)
     max_output_bytes = Integer(1 << 20, help="Output kept per cell; the rest is dropped.").tag(config=True)
     max_kernel_restarts = Integer(10, help="Kernel deaths tolerated per notebook.").tag(config=True)
-    uid = Integer(65534, help="Host uid the kernel runs as when grading as root (a uid with "
-                  "no files and no other processes is best).").tag(config=True)
+    uid = Integer(-1, help="Host uid the kernel runs as when grading as root; -1 draws a "
+                  "fresh uid per kernel from [10**9, 10**9 + 2**24), a uid that owns no files "
+                  "and whose process count (RLIMIT_NPROC) no other kernel shares.").tag(config=True)
     extra_ro_paths = List(Unicode(), help="More host paths to bind read-only at the same place.").tag(config=True)
 
 
@@ -81,7 +84,7 @@ def check_bwrap(executable="bwrap"):
     path = shutil.which(executable)
     if path is None:
         raise SandboxUnavailable(f"`{executable}` was not found on PATH.\n{INSTALL_HINT}")
-    namespaces, _ = _namespace_args(Sandbox())
+    namespaces, _ = _namespace_args(Sandbox(), 65534)
     probe = [path] + namespaces + ["--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", "true"]
     result = subprocess.run(probe, capture_output=True, text=True)
     if result.returncode != 0:
@@ -144,7 +147,14 @@ def _mkdirs(path, made):
     return args
 
 
-def _namespace_args(settings):
+def kernel_uid(settings):
+    """The host uid of one kernel (see :attr:`Sandbox.uid`)."""
+    # RLIMIT_NPROC counts per uid across the machine: a shared uid would let
+    # one fork bomb (or its children, still dying) starve the next kernel.
+    return settings.uid if settings.uid >= 0 else 10**9 + secrets.randbelow(2**24)
+
+
+def _namespace_args(settings, uid):
     """Namespaces and the unprivileged identity the kernel runs as.
 
     As root, an RLIMIT_NPROC does not bind a uid that maps to root, even in a
@@ -155,14 +165,14 @@ def _namespace_args(settings):
     common = ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
               "--unshare-cgroup-try", "--die-with-parent", "--new-session"]
     if os.geteuid() == 0:
-        uid = str(settings.uid)
+        uid = str(uid)
         drop = ["/usr/bin/setpriv", "--reuid", uid, "--regid", uid, "--clear-groups",
                 "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs"]
         return common, drop
     return common + ["--unshare-user", "--uid", "65534", "--gid", "65534", "--cap-drop", "ALL"], []
 
 
-def bwrap_command(settings, kernel_cmd, *, cwd, ipc_dir, bwrap_path="bwrap"):
+def bwrap_command(settings, kernel_cmd, *, cwd, ipc_dir, uid, bwrap_path="bwrap"):
     """The full argv that runs ``kernel_cmd`` in the sandbox.
 
     Args:
@@ -171,12 +181,15 @@ def bwrap_command(settings, kernel_cmd, *, cwd, ipc_dir, bwrap_path="bwrap"):
         cwd: the submission folder; the kernel sees a writable tmpfs there
             with the folder's entries bound read-only into it.
         ipc_dir: private host folder with the connection file and sockets.
+        uid: host uid of the kernel when grading as root (:func:`kernel_uid`).
     """
-    namespaces, drop = _namespace_args(settings)
+    namespaces, drop = _namespace_args(settings, uid)
     args = [bwrap_path] + namespaces + ["--proc", "/proc", "--dev", "/dev"]
     args += _system_binds()
-    args += ["--perms", "1777", "--size", str(settings.scratch_bytes), "--tmpfs", "/tmp"]
-    made = {"/usr", "/etc", "/tmp", "/proc", "/dev"}
+    # /dev/shm too: multiprocessing's semaphores (joblib, torch DataLoader) live there.
+    for scratch in ("/tmp", "/dev/shm"):
+        args += ["--perms", "1777", "--size", str(settings.scratch_bytes), "--tmpfs", scratch]
+    made = {"/usr", "/etc", "/tmp", "/proc", "/dev", "/dev/shm"}
     for root in _python_roots(kernel_cmd) + list(settings.extra_ro_paths):
         args += _mkdirs(root, made) + ["--ro-bind", root, root]
         made.add(root)
@@ -192,6 +205,8 @@ def bwrap_command(settings, kernel_cmd, *, cwd, ipc_dir, bwrap_path="bwrap"):
     # jupyter_client's launcher sets JPY_PARENT_PID to the grader's PID, which
     # does not exist in the kernel's PID namespace: ipykernel would think it was
     # orphaned and exit. PID 1 tells it not to poll (bwrap kills it with us).
+    # The kernel's uid has no passwd entry: getpass.getuser() reads these first.
+    args += ["--setenv", "USER", "student", "--setenv", "LOGNAME", "student"]
     args += ["--setenv", "JPY_PARENT_PID", "1", "--setenv", "HOME", "/tmp",
              "--setenv", "IPYTHONDIR", "/tmp/.ipython",
              "--setenv", "MPLCONFIGDIR", "/tmp/.matplotlib", "--setenv", "TMPDIR", "/tmp", "--"]
@@ -221,10 +236,11 @@ class SandboxKernelManager(AsyncKernelManager):
         env = kw.get("env") or os.environ
         kw["env"] = {k: v for k, v in env.items() if k in ENV_KEEP or k.startswith("LC_")}
         kw["cwd"] = self._ipc_dir
-        if os.geteuid() == 0:  # the kernel runs as Sandbox.uid and must read the key
+        uid = kernel_uid(self.sandbox)
+        if os.geteuid() == 0:  # the kernel runs as that uid and must read the key
             for path in (self._ipc_dir, self.connection_file):
-                os.chown(path, self.sandbox.uid, self.sandbox.uid)
-        cmd = bwrap_command(self.sandbox, kernel_cmd, cwd=cwd, ipc_dir=self._ipc_dir,
+                os.chown(path, uid, uid)
+        cmd = bwrap_command(self.sandbox, kernel_cmd, cwd=cwd, ipc_dir=self._ipc_dir, uid=uid,
                             bwrap_path=self._bwrap)
         self.log.debug("Sandboxed kernel: %s", cmd)
         await super()._async_launch_kernel(cmd, **kw)

@@ -28,7 +28,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from grader.sandbox import Sandbox, bwrap_command  # noqa: E402
+from grader.sandbox import Sandbox, bwrap_command, kernel_uid  # noqa: E402
 
 BIN = Path(sys.executable).parent
 COURSE_ID = "bnsandbox"
@@ -43,7 +43,9 @@ def attacks(course, port):
     victim = f"{course}/submitted/honest/ps1/ps1.ipynb"
     return {
         "exit": ("import os\nos._exit(1)", "KernelDied"),
-        "print": ("while True:\n    print('x' * 100_000)", "CellTimeoutError"),
+        # flush=True makes each line reach the grader (unflushed, ipykernel's
+        # buffer can hit the memory cap before anything is sent).
+        "print": ("while True:\n    print('x' * 10_000, flush=True)", "CellTimeoutError"),
         "read_solutions": (f"print(open('{course}/solutions/ps1/ps1.ipynb').read())",
                            "FileNotFoundError"),
         # The course folder is absent, or an empty root-owned skeleton when
@@ -99,7 +101,7 @@ def nbgrader(*args, cwd, check=True, env=None):
     result = subprocess.run([str(BIN / "nbgrader"), *args], cwd=cwd, env=env,
                             capture_output=True, text=True, timeout=150)
     if check and result.returncode != 0:
-        raise AssertionError(f"nbgrader {' '.join(args)} failed:\n{result.stderr[-3000:]}")
+        raise AssertionError(f"nbgrader {' '.join(args)} failed:\n{result.stderr[-12000:]}")
     return result
 
 
@@ -254,10 +256,12 @@ def run_in_sandbox(code, tmp_path, **limits):
     """Run ``python -c code`` with the same bwrap command the kernels get."""
     ipc = tmp_path / "ipc"
     ipc.mkdir()
+    settings = Sandbox(**limits)
+    uid = kernel_uid(settings)
     if os.geteuid() == 0:
-        os.chown(ipc, Sandbox().uid, Sandbox().uid)
-    cmd = bwrap_command(Sandbox(**limits), [sys.executable, "-c", code], cwd=str(tmp_path),
-                        ipc_dir=str(ipc))
+        os.chown(ipc, uid, uid)
+    cmd = bwrap_command(settings, [sys.executable, "-c", code], cwd=str(tmp_path),
+                        ipc_dir=str(ipc), uid=uid)
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
