@@ -12,7 +12,7 @@ import re
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 COURSE_ID = "batchnorm-course"
-ASSIGNMENTS = ("a1_batchnorm_numpy", "a2_test_time_inference")
+ASSIGNMENTS = ("a1_batchnorm_numpy", "a2_test_time_inference", "a3_triton_batchnorm")
 URL_PLACEHOLDER = "{{REPOSITORY_URL}}"
 
 

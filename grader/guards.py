@@ -26,6 +26,7 @@ KINDS = {
     "bnref": "the reference package (bnref.functional, bnref.nn, bnref.fold)",
     "torch_bn": "PyTorch's batch norm (torch.nn.functional.batch_norm, torch.nn.BatchNorm*)",
     "autograd": "autograd (torch.autograd.grad, Tensor.backward, torch.func)",
+    "bnref_triton": "the reference Triton kernels (bnref.triton)",
 }
 
 
@@ -54,6 +55,10 @@ def _matcher(kinds):
         c_names |= {"batch_norm", "instance_norm"}
         if torch_dir:
             files.add(os.path.join(torch_dir, "nn", "modules", "batchnorm.py"))
+    if "bnref_triton" in kinds and bnref_dir:
+        triton_dir = os.path.join(bnref_dir, "triton")
+        if os.path.isdir(triton_dir):
+            files |= {os.path.join(triton_dir, f) for f in os.listdir(triton_dir) if f.endswith(".py")}
     autograd = "autograd" in kinds and torch_dir
     if autograd:
         c_names.add("run_backward")
@@ -219,3 +224,15 @@ def trusted_function_backward(ctx, dout):
     scale = weight.view(1, -1, 1, 1) * invstd / m                  # 1,C,1,1
     dx = scale * (m * dout - dbias.view(1, -1, 1, 1) - x_hat * dweight.view(1, -1, 1, 1))
     return dx, dweight, dbias, None
+
+
+# --- stand-in for the student's statistics kernel (A3) --------------------
+
+def trusted_bn_stats(x):
+    """Per-channel mean and biased variance of an ``(N, C)`` tensor, as A3's
+    ``bn_stats`` returns them: float32 tensors of shape ``(C,)`` on x's device,
+    computed in float64 (exact to float32 rounding whatever the mean)."""
+    xd = x.double()
+    mean = xd.mean(dim=0)
+    var = ((xd - mean) ** 2).mean(dim=0)
+    return mean.float(), var.float()
