@@ -14,7 +14,8 @@ import copy
 import json
 
 from nbclient import NotebookClient
-from nbclient.exceptions import DeadKernelError
+from jupyter_core.utils import run_sync
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbformat.notebooknode import NotebookNode
 from nbgrader.preprocessors import Execute
 
@@ -103,6 +104,19 @@ class SandboxedExecute(Execute):
             if cell.cell_type == "code":
                 cell.outputs = [_error_output(
                     "KernelDied", "Not run: the kernel died too many times in this notebook.")]
+
+    async def async_execute_cell(self, cell, cell_index, execution_count=None, store_history=True):
+        try:
+            return await super().async_execute_cell(cell, cell_index, execution_count,
+                                                    store_history)
+        except CellTimeoutError as err:
+            # The reply came but a flood of output did not drain within
+            # iopub_timeout; nbclient would abort the whole notebook here.
+            self.log.error("%s: killing the sandboxed kernel", err)
+            await self.km.shutdown_kernel(now=True)
+            raise CellTimedOut(str(err)) from None
+
+    execute_cell = run_sync(async_execute_cell)
 
     async def _async_handle_timeout(self, timeout, cell=None):
         # An interrupt can be caught by student code (`except BaseException`);
