@@ -47,8 +47,10 @@ c.GenerateAssignment.preprocessors = [InsertRepositoryURL] + list(
 # The stub students see in place of each solution.
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 
-# Grading: a cell that runs longer than this is interrupted and scores 0;
-# the kernel survives the interrupt and the rest of the notebook is graded.
+# Grading: a cell that runs longer than this scores 0 and the rest of the
+# notebook is graded. In the sandbox (below) the kernel is killed rather than
+# interrupted (student code can catch an interrupt); a fresh kernel replays the
+# cells that ran cleanly and grading goes on with the next cell.
 c.ExecutePreprocessor.timeout = 60
 c.Execute.timeout = 60
 # A deleted test cell is put back (and graded) from the gradebook's copy.
@@ -62,3 +64,12 @@ c.OverwriteCells.add_missing_cells = True
 
 # Feedback shows each test's verdict and message, never hidden test code.
 c.GenerateFeedback.preprocessors = [GetGrades, HideHiddenTests, CSSHTMLHeaderPreprocessor]
+
+# Student code is graded inside a bubblewrap sandbox (grader/sandbox.py,
+# book/assignments/sandbox.md): no network, no view of solutions/, the
+# gradebook or other submissions, capped memory, processes, CPU and output.
+# To switch it off knowingly: c.Sandbox.enabled = False above this line, or
+# NBGRADER_SANDBOX=off in the environment.
+import grader.sandbox  # noqa: E402
+
+grader.sandbox.configure(c)
