@@ -101,6 +101,30 @@ A2_STUDENTS = {
     "untouched_release": (None, "all"),
 }
 
+A3 = "a3_triton_batchnorm"
+A3_STUDENTS = {
+    "full_solution": ([], set()),
+    "unbiased_var": ([("bn_stats_code", "m2 / N, mask=col_ok)", "m2 / (N - 1), mask=col_ok)")], {"bn_stats"}),
+    "stats_wrong_axis": ([("bn_stats_code", "tile_mean = tl.sum(x, axis=0)", "tile_mean = tl.sum(x, axis=1)")],
+                         {"bn_stats"}),
+    # Masked-out rows load as 0 and then add tile_mean**2 each to the centred sum of squares.
+    "mask_missing": ([("bn_stats_code", "xmu = tl.where(mask, x - tile_mean[None, :], 0.0)",
+                      "xmu = x - tile_mean[None, :]")],
+                     {"bn_stats"}),
+    "eps_outside_sqrt": ([("bn_forward_code", "invstd = 1.0 / tl.sqrt(var + eps)", "invstd = 1.0 / (tl.sqrt(var) + eps)")],
+                         {"bn_forward"}),
+    "dx_missing_term": ([("bn_backward_code", "(dy - (dbeta / N)[None, :] - x_hat * (dgamma / N)[None, :])",
+                          "(dy - (dbeta / N)[None, :])")], {"bn_backward"}),
+    "calls_batch_norm": ([("bn_forward_code", "    return y, mean, invstd",
+                           "    y = torch.nn.functional.batch_norm(x, None, None, gamma, beta, training=True, eps=eps)\n"
+                           "    return y, mean, invstd")], {"bn_forward"}),
+    "calls_bnref_triton": ([("bn_backward_code", "    N, C = x.shape\n    dx = torch.empty_like(x)",
+                             "    import bnref.triton\n"
+                             "    return bnref.triton.batch_norm_backward(dy, x, gamma, mean, invstd)")],
+                           {"bn_backward"}),
+    "untouched_release": (None, "all"),
+}
+
 
 def nbgrader(*args, cwd, env):
     done = subprocess.run([NBGRADER, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
@@ -164,15 +188,15 @@ def make_course(root):
 
 @pytest.fixture(scope="module")
 def pipelines(tmp_path_factory):
-    """Both assignments through the whole pipeline, side by side (one course
+    """Every assignment through the whole pipeline, side by side (one course
     directory and gradebook each, so the two SQLite files never see two writers)."""
-    jobs = {A1: A1_STUDENTS, A2: A2_STUDENTS}
+    jobs = {A1: A1_STUDENTS, A2: A2_STUDENTS, A3: A3_STUDENTS}
     courses = {a: make_course(tmp_path_factory.mktemp(a)) for a in jobs}
     start = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(max_workers=len(jobs)) as pool:
         futures = {a: pool.submit(run_pipeline, courses[a], a, jobs[a]) for a in jobs}
         results = {a: f.result() for a, f in futures.items()}
-    print(f"\nwhole pipeline, both assignments: {time.perf_counter() - start:.0f} s")
+    print(f"\nwhole pipeline, all assignments: {time.perf_counter() - start:.0f} s")
     return {a: (courses[a],) + results[a] for a in jobs}
 
 
@@ -265,3 +289,17 @@ def test_a2_pipeline(pipelines):
     course, notebook, solution, _ = pipelines[A2]
     check_assignment(course, A2, A2_STUDENTS, notebook, solution)
     check_feedback(course, A2, notebook, A2_STUDENTS)
+
+
+def test_a3_pipeline(pipelines):
+    course, notebook, solution, _ = pipelines[A3]
+    check_assignment(course, A3, A3_STUDENTS, notebook, solution)
+    check_feedback(course, A3, notebook, A3_STUDENTS)
+    # Without a GPU the bandwidth part says it was not measured.
+    nb = nbformat.read(course["dir"] / "autograded" / "full_solution" / A3 / f"{notebook}.ipynb", as_version=4)
+    text = "".join(o.get("text", "") for o in find_cell(nb, "bn_bandwidth").outputs)
+    import torch
+    if not torch.cuda.is_available():
+        assert "bandwidth not checked: no GPU" in text
+    html = (course["dir"] / "feedback" / "calls_bnref_triton" / A3 / f"{notebook}.html").read_text()
+    assert "must be implemented without" in html and "bnref.triton" in html
