@@ -99,6 +99,11 @@ def setup_cells(source_rel, url, branch):
         '    subprocess.check_call([sys.executable, "-m", "pip", "install", "--quiet",\n'
         f'                           "bnref @ git+{url}@{branch}"])\n'
         "    importlib.invalidate_caches()\n"
+        "# The book's hidden cells hand numbers to the page with myst_nb.glue;\n"
+        "# outside the book build that is a no-op.\n"
+        'if importlib.util.find_spec("myst_nb") is None:\n'
+        "    import types\n"
+        '    sys.modules["myst_nb"] = types.SimpleNamespace(glue=lambda *args, **kwargs: None)\n'
         "%matplotlib inline",
         metadata={"tags": [SETUP_TAG]},
     )
