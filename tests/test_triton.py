@@ -361,3 +361,65 @@ def test_gpu_plans_cover_the_input_and_fill_an_h100(shape, channels_last, monkey
     assert (n_k - 1) * t.cols_per_prog < layout.K <= n_k * t.cols_per_prog
     assert G * n_r * n_k >= 132 and max(n_r, n_k) <= 65535
     assert t.block_r * t.block_k <= 4096
+
+
+class _GridRecorder:
+    """Stands in for a kernel: records each launch's grid, then launches the real kernel."""
+
+    def __init__(self, kernel, name, log):
+        self.kernel, self.name, self.log = kernel, name, log
+
+    def __getitem__(self, grid):
+        self.log.append((self.name, tuple(grid)))
+        return self.kernel[grid]
+
+
+@pytest.mark.parametrize("shape,channels_last,forced", [
+    ((7, 5), False, False), ((3, 5, 7, 9), False, False), ((3, 5, 7, 9), True, False),
+    ((3, 5, 7, 9), False, True), ((40, 6, 3, 3), True, True), ((13, 5), False, True),
+])
+def test_plan_is_what_the_launchers_launch(shape, channels_last, forced, monkeypatch):
+    """bt.plan's path and grids are the grids the kernels are actually launched with."""
+    x, w, b, dy = make(shape, torch.float32, channels_last)
+    log = []
+    for name in ("_train_single_pass_kernel", "_stats_kernel", "_normalize_kernel",
+                 "_backward_single_pass_kernel", "_grad_sums_kernel", "_grad_input_kernel"):
+        monkeypatch.setattr(bt.ops.kernels, name,
+                            _GridRecorder(getattr(bt.ops.kernels, name), name, log))
+    with split(x) if forced else bt.tiling(single_pass=None):
+        p = bt.plan(x)
+        y, mean, invstd = bt.batch_norm_train(x, w, b)
+        bt.batch_norm_backward(dy, x, w, mean, invstd)
+        bt.batch_norm_eval(x, w, b, mean, 1.0 / invstd**2)
+    assert p.layout == ("channels-last" if channels_last or x.dim() == 2 else "NCHW")
+    if p.single_pass:
+        assert log == [("_train_single_pass_kernel", p.grid),
+                       ("_backward_single_pass_kernel", p.grid), ("_normalize_kernel", p.eval_grid)]
+        assert p.passes == {"forward": 2, "backward": 3, "eval": 2} and p.partials == 0
+    else:
+        assert log == [("_stats_kernel", p.grid), ("_normalize_kernel", p.grid),
+                       ("_grad_sums_kernel", p.grid), ("_grad_input_kernel", p.grid),
+                       ("_normalize_kernel", p.eval_grid)]
+        assert p.passes == {"forward": 3, "backward": 5, "eval": 2}
+        # One partial summary per program that touches a channel.
+        G, n_r, n_k = p.grid
+        assert p.partials == (n_r if p.layout == "channels-last" else n_r * n_k)
+    assert forced is not p.single_pass  # the small inputs fit one tile unless forced to split
+    assert p.programs == p.grid[0] * p.grid[1] * p.grid[2]
+
+
+def test_plan_for_a_gpu_without_one():
+    """sm_count plans as on a GPU: more SMs, more programs per channel, never fewer than asked."""
+    x = torch.empty((256, 64, 56, 56), device="meta")  # 51 M values, nothing allocated
+    small, big = bt.plan(x, sm_count=8), bt.plan(x, sm_count=132)
+    assert not big.single_pass and big.layout == "NCHW" and big.planes == 64
+    assert big.rows == 256 and big.cols == 56 * 56
+    assert small.programs >= 8 and big.programs >= 132 and big.programs > small.programs
+    assert big.partials > small.partials >= 1
+    assert "split reduction" in bt.explain(x, sm_count=132)
+    assert bt.MIN_PASSES == {"forward": 2, "backward": 3, "eval": 2}
+    for bad in (0, -3, 2.5, True, "132"):
+        with pytest.raises(ValueError, match=rf"sm_count must be a positive int or None, got {bad!r}"):
+            bt.plan(x, sm_count=bad)
+    with pytest.raises(ValueError, match=r"x must be a tensor of shape \(N, C\) or \(N, C, H, W\), got \(3,\)"):
+        bt.plan(torch.empty(3))

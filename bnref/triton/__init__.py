@@ -17,8 +17,9 @@ first). :func:`describe` says it in words.
 API: :func:`batch_norm_train`, :func:`batch_norm_backward`,
 :func:`batch_norm_eval`, :class:`BatchNormFunction` (autograd),
 :func:`batch_norm` (like ``torch.nn.functional.batch_norm``) and the module
-:class:`BatchNorm2d` (also for (N, C) input). :func:`explain` says how an input
-is split between programs; :func:`tiling` forces tile sizes.
+:class:`BatchNorm2d` (also for (N, C) input). :func:`plan` says how an input is
+split between programs (also as on a GPU with a given number of SMs, without
+one), :func:`explain` says it in words, :func:`tiling` forces tile sizes.
 """
 
 import os
@@ -34,17 +35,21 @@ import triton  # noqa: E402  (the top-level Triton package, not this one)
 
 from bnref.triton.module import BatchNorm2d, BatchNormFunction, batch_norm  # noqa: E402
 from bnref.triton.ops import (  # noqa: E402
+    MIN_PASSES,
     MODE,
     WHY,
+    Plan,
     batch_norm_backward,
     batch_norm_eval,
     batch_norm_train,
     explain,
+    plan,
     tiling,
 )
 
 __all__ = ["MODE", "describe", "batch_norm_train", "batch_norm_backward", "batch_norm_eval",
-           "BatchNormFunction", "batch_norm", "BatchNorm2d", "tiling", "explain"]
+           "BatchNormFunction", "batch_norm", "BatchNorm2d", "tiling", "explain", "plan", "Plan",
+           "MIN_PASSES"]
 
 
 def describe():

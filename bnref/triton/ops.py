@@ -13,7 +13,8 @@ import triton.language as tl
 
 from bnref.triton import kernels
 
-__all__ = ["batch_norm_train", "batch_norm_backward", "batch_norm_eval", "tiling", "explain"]
+__all__ = ["batch_norm_train", "batch_norm_backward", "batch_norm_eval", "tiling", "explain",
+           "plan", "Plan"]
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _compiled = isinstance(kernels._stats_kernel, triton.runtime.JITFunction)
@@ -103,10 +104,14 @@ def _pow2_at_most(n, cap):
     return min(triton.next_power_of_2(max(n, 1)), cap)
 
 
-def _plan(layout, device):
-    """Choose tile sizes and how many programs share each plane."""
+def _plan(layout, device, target=None):
+    """Choose tile sizes and how many programs share each plane.
+
+    ``target``: how many programs would fill the GPU (default: the device's).
+    """
     o = _overrides
     G, R, K = layout.G, layout.R, layout.K
+    target = _target_programs(device) if target is None else target
     block_k = o.get("block_k") or _pow2_at_most(K, 64 if layout.channels_in_cols else 1024)
     block_r = o.get("block_r") or _pow2_at_most(R, max(1, _TILE_ELEMS // block_k))
     if layout.channels_in_cols:
@@ -114,7 +119,7 @@ def _plan(layout, device):
     else:
         cols_per_prog = o.get("cols_per_prog") or K
     # Split rows until the GPU is busy, then (NCHW with few rows) columns too.
-    wanted = max(1, _target_programs(device) // (G * triton.cdiv(K, cols_per_prog)))
+    wanted = max(1, target // (G * triton.cdiv(K, cols_per_prog)))
     rows_per_prog = o.get("rows_per_prog") or block_r * triton.cdiv(
         triton.cdiv(R, block_r), min(wanted, triton.cdiv(R, block_r)))
     rows_per_prog = max(rows_per_prog, triton.cdiv(R, 65535))  # grid axis limit
@@ -142,20 +147,75 @@ def _single_pass_plan(layout):
     return Tiling(block_r, block_k, layout.R, layout.K, (layout.G, 1, 1))
 
 
-def explain(x):
-    """How bnref.triton splits the work for an input like ``x``, in words."""
+class Plan(NamedTuple):
+    """How bnref.triton splits the work for one input; see :func:`plan`."""
+    layout: str  # "NCHW" or "channels-last"
+    planes: int  # G: planes of (rows, cols); a channel is a plane (NCHW) or a column
+    rows: int  # R
+    cols: int  # K
+    single_pass: bool  # training kernels read each input once
+    grid: tuple  # grid of the training kernels (single-pass, or stats/normalize/backward)
+    block: tuple  # (BLOCK_R, BLOCK_K) tile of those kernels
+    partials: int  # summaries per channel merged by the second-stage kernel (0: none)
+    eval_grid: tuple  # grid of the eval (normalize) kernel
+    passes: dict  # tensor-sized reads and writes per pass: forward, backward, eval
+
+    @property
+    def programs(self):
+        """Programs launched by the main training kernel."""
+        G, n_r, n_k = self.grid
+        return G * n_r * n_k
+
+
+# Tensor-sized memory passes of each path, and the least any kernel can do.
+# forward: read x (stats), read x and write y (normalize); backward: read x and
+# dy (sums), read x and dy and write dx; single pass: every input read once.
+_PASSES = {True: dict(forward=2, backward=3, eval=2), False: dict(forward=3, backward=5, eval=2)}
+MIN_PASSES = dict(forward=2, backward=3, eval=2)
+
+
+def plan(x, sm_count=None):
+    """The launch plan for an input like ``x``: layout, path, grids, tiles, memory passes.
+
+    Args:
+        x: a tensor of the input's shape, dtype and memory format; a ``'meta'``
+            tensor is enough (nothing is read or launched).
+        sm_count: plan as on a GPU with this many streaming multiprocessors
+            (132 on an H100 SXM). Default: the GPU in use; in the interpreter,
+            one program per plane (the fastest there).
+
+    The pass counts are the model of :mod:`bnref.triton.kernels`: the split
+    path reads ``x`` twice in the forward pass and ``x`` and ``dy`` twice in
+    the backward pass; when the second read misses the L2 cache, a kernel can
+    reach at most ``MIN_PASSES[p] / passes[p]`` of the copy bandwidth.
+    """
+    if not isinstance(x, torch.Tensor) or x.dim() not in (2, 4):
+        got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"x must be a tensor of shape (N, C) or (N, C, H, W), got {got}")
+    if sm_count is not None and (not isinstance(sm_count, int) or isinstance(sm_count, bool)
+                                 or sm_count < 1):
+        raise ValueError(f"sm_count must be a positive int or None, got {sm_count!r}")
     layout, x = _layout(x)
-    kind = "channels-last" if layout.channels_in_cols else "NCHW"
-    where = (f"{kind} layout: {layout.G} plane(s) of {layout.R} rows x {layout.K} columns, "
-             f"a channel is a {'column' if layout.channels_in_cols else 'plane'}")
-    t = _single_pass_plan(layout)
-    if t is not None:
-        return (f"{where}; single pass: grid {t.grid}, one {t.block_r} x {t.block_k} tile "
+    target = None if sm_count is None else _PROGRAMS_PER_SM * sm_count
+    split = _plan(layout, x.device, target)
+    single = _single_pass_plan(layout)
+    t = single or split
+    partials = 0 if single else split.grid[1] * (1 if layout.channels_in_cols else split.grid[2])
+    return Plan("channels-last" if layout.channels_in_cols else "NCHW", layout.G, layout.R,
+                layout.K, single is not None, t.grid, (t.block_r, t.block_k), partials,
+                split.grid, dict(_PASSES[single is not None]))
+
+
+def explain(x, sm_count=None):
+    """How bnref.triton splits the work for an input like ``x``, in words (see :func:`plan`)."""
+    p = plan(x, sm_count)
+    where = (f"{p.layout} layout: {p.planes} plane(s) of {p.rows} rows x {p.cols} columns, "
+             f"a channel is a {'column' if p.layout == 'channels-last' else 'plane'}")
+    if p.single_pass:
+        return (f"{where}; single pass: grid {p.grid}, one {p.block[0]} x {p.block[1]} tile "
                 "per program, x read once")
-    t = _plan(layout, x.device)
-    P = t.grid[1] * (1 if layout.channels_in_cols else t.grid[2])
-    return (f"{where}; split reduction: grid {t.grid}, tiles of {t.block_r} x {t.block_k}, "
-            f"{P} partial summaries per channel merged in a second kernel")
+    return (f"{where}; split reduction: grid {p.grid}, tiles of {p.block[0]} x {p.block[1]}, "
+            f"{p.partials} partial summaries per channel merged in a second kernel")
 
 
 def _layout(x):
