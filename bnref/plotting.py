@@ -186,3 +186,158 @@ def draw_graph(ax, nodes, edges, fontsize=11, node_color="#eef3fb", edge_color="
     ax.set_ylim(min(ys) - 0.6, max(ys) + 0.6)
     ax.axis("off")
     return ax
+
+
+def plot_roofline(ax, bandwidth, peaks, points=(), intensity_range=(0.05, 2000.0)):
+    """The roofline model: attainable FLOP/s = min(peak, bandwidth * intensity), log-log.
+
+    Args:
+        ax: matplotlib Axes.
+        bandwidth: memory bandwidth in bytes/s.
+        peaks: ``{label: FLOP/s}``, one flat roof each (say, FP32 on the CUDA
+            cores and BF16 on the tensor cores).
+        points: ``(label, intensity, roof)`` triples: a kernel of that
+            arithmetic intensity (FLOPs per byte of memory traffic), drawn on
+            the roof of ``peaks[roof]``.
+        intensity_range: x-axis range in FLOPs/byte.
+
+    Returns:
+        ``ax``. Roofs are ``ax.lines`` in the order of ``peaks``, then the
+        bandwidth diagonal; each point is one more line (a marker).
+    """
+    import numpy as np
+
+    if not bandwidth > 0:
+        raise ValueError(f"bandwidth must be positive (bytes/s), got {bandwidth!r}")
+    if not peaks or any(not v > 0 for v in peaks.values()):
+        raise ValueError(f"peaks must map labels to positive FLOP/s, got {peaks!r}")
+    lo, hi = intensity_range
+    intensity = np.geomspace(lo, hi, 400)
+    for i, (label, peak) in enumerate(peaks.items()):
+        ridge = peak / bandwidth
+        ax.plot(intensity, np.minimum(peak, bandwidth * intensity), color=f"C{i}",
+                label=f"{label}: {peak / 1e12:.0f} TFLOP/s, ridge at {ridge:.0f} FLOP/B")
+    ax.plot(intensity, bandwidth * intensity, color="0.6", linestyle=":", linewidth=1,
+            label=f"memory: {bandwidth / 1e12:.2f} TB/s")
+    for label, inten, roof in points:
+        if roof not in peaks:
+            raise ValueError(f"point {label!r} names roof {roof!r}, not one of {list(peaks)}")
+        attainable = min(peaks[roof], bandwidth * inten)
+        ax.plot([inten], [attainable], marker="o", color="k", markersize=5)
+        ax.annotate(label, (inten, attainable), textcoords="offset points", xytext=(6, -12),
+                    fontsize=8)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("arithmetic intensity (FLOPs per byte moved)")
+    ax.set_ylabel("attainable FLOP/s")
+    ax.legend(fontsize=8, loc="upper left")
+    return ax
+
+
+def memory_order(shape, channels_last):
+    """Channel and example of each element of an (N, C, H, W) tensor, in memory order.
+
+    Returns two int arrays of length N*C*H*W: ``channel[i]`` and ``example[i]``
+    of the element stored at offset ``i``.
+    """
+    import numpy as np
+
+    if len(shape) != 4 or any(not isinstance(d, int) or d < 1 for d in shape):
+        raise ValueError(f"shape must be four positive ints (N, C, H, W), got {shape!r}")
+    N, C, H, W = shape
+    n, c, h, w = np.meshgrid(*(np.arange(d) for d in shape), indexing="ij")
+    if channels_last:
+        offset = ((n * H + h) * W + w) * C + c
+    else:
+        offset = ((n * C + c) * H + h) * W + w
+    channel = np.empty(N * C * H * W, dtype=int)
+    example = np.empty_like(channel)
+    channel[offset.ravel()] = c.ravel()
+    example[offset.ravel()] = n.ravel()
+    return channel, example
+
+
+def plot_memory_order(ax, shape, channels_last, per_row=None):
+    """An (N, C, H, W) tensor's elements in memory order, coloured by channel, labelled by example.
+
+    Args:
+        ax: matplotlib Axes.
+        shape: (N, C, H, W), small (every element is drawn).
+        channels_last: False for NCHW (contiguous), True for NHWC.
+        per_row: elements per drawn row (default: all in one row).
+
+    Returns:
+        ``ax``; its patches are the elements in memory order.
+    """
+    from matplotlib.patches import Patch, Rectangle
+
+    channel, example = memory_order(shape, channels_last)
+    per_row = per_row or len(channel)
+    for i, (c, n) in enumerate(zip(channel, example)):
+        x, y = i % per_row, -(i // per_row)
+        ax.add_patch(Rectangle((x, y), 0.92, 0.92, facecolor=f"C{c}", alpha=0.8))
+        ax.text(x + 0.46, y + 0.46, str(n), ha="center", va="center", fontsize=7)
+    rows = -(-len(channel) // per_row)
+    ax.set_xlim(-0.2, per_row + 0.2)
+    ax.set_ylim(-rows + 0.8, 1.1)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    ax.legend(handles=[Patch(facecolor=f"C{c}", alpha=0.8, label=f"channel {c}")
+                       for c in range(shape[1])], loc="upper left", bbox_to_anchor=(1.0, 1.0),
+              fontsize=8, frameon=False)
+    ax.set_title(("channels-last (NHWC)" if channels_last else "contiguous (NCHW)")
+                 + ": memory order, digit = example n", fontsize=9)
+    return ax
+
+
+BENCH_PASSES = ("forward", "backward", "eval")
+
+
+def plot_bandwidth(ax, record, which, impls=("torch", "compile", "bnref"), target=None):
+    """Percent of the copy bandwidth per benchmark case, from a ``benchmarks/gpu_bn.py`` record.
+
+    Args:
+        ax: matplotlib Axes.
+        record: the JSON record the benchmark writes (a dict with ``results``).
+        which: ``'forward'``, ``'backward'`` or ``'eval'``.
+        impls: implementations to draw, one bar each per case (missing ones,
+            such as ``compile`` in a dry run, are left out).
+        target: draw a dashed line at this percentage.
+
+    Returns:
+        ``ax``; ``ax.containers`` holds one bar container per drawn implementation.
+    """
+    import numpy as np
+
+    if which not in BENCH_PASSES:
+        raise ValueError(f"which must be one of {BENCH_PASSES}, got {which!r}")
+    rows = record.get("results") if isinstance(record, dict) else None
+    if not isinstance(rows, list):
+        raise ValueError("record must be a benchmarks/gpu_bn.py record, a dict with a 'results' "
+                         f"list, got {type(record).__name__}")
+    rows = [r for r in rows if r.get("pass") == which]
+    if not rows:
+        raise ValueError(f"record has no results for pass {which!r}")
+    needed = ("shape", "format", "dtype", *(f"{i}_pct_copy" for i in impls))
+    for r in rows:
+        missing = [k for k in needed if k not in r]
+        if missing:
+            raise ValueError(f"a {which} result lacks {missing}; has {sorted(r)}")
+    drawn = [i for i in impls if any(r[f"{i}_pct_copy"] is not None for r in rows)]
+    x = np.arange(len(rows))
+    width = 0.8 / max(len(drawn), 1)
+    for j, impl in enumerate(drawn):
+        pct = [np.nan if r[f"{impl}_pct_copy"] is None else r[f"{impl}_pct_copy"] for r in rows]
+        ax.bar(x + (j - (len(drawn) - 1) / 2) * width, pct, width, label=impl, color=f"C{j}")
+    if target is not None:
+        ax.axhline(target, color="k", linestyle="--", linewidth=1, label=f"target {target:g}%")
+    ax.set_xticks(x)
+    short = {"float32": "fp32", "bfloat16": "bf16", "nchw": "NCHW", "channels_last": "NHWC"}
+    ax.set_xticklabels(["x".join(map(str, r["shape"])) + "\n"
+                        + f"{short.get(r['format'], r['format'])} "
+                        + short.get(r["dtype"], r["dtype"]) for r in rows],
+                       fontsize=7, rotation=90)
+    ax.set_ylabel("% of copy bandwidth")
+    ax.set_title(which)
+    ax.legend(fontsize=8)
+    return ax
