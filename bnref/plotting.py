@@ -198,7 +198,9 @@ def plot_roofline(ax, bandwidth, peaks, points=(), intensity_range=(0.05, 2000.0
             cores and BF16 on the tensor cores).
         points: ``(label, intensity, roof)`` triples: a kernel of that
             arithmetic intensity (FLOPs per byte of memory traffic), drawn on
-            the roof of ``peaks[roof]``.
+            the roof of ``peaks[roof]``. An optional fourth item ``(dx, dy)``
+            places the label that many points from the marker (default
+            ``(6, -12)``, below right; a negative ``dx`` right-aligns it).
         intensity_range: x-axis range in FLOPs/byte.
 
     Returns:
@@ -219,13 +221,15 @@ def plot_roofline(ax, bandwidth, peaks, points=(), intensity_range=(0.05, 2000.0
                 label=f"{label}: {peak / 1e12:.0f} TFLOP/s, ridge at {ridge:.0f} FLOP/B")
     ax.plot(intensity, bandwidth * intensity, color="0.6", linestyle=":", linewidth=1,
             label=f"memory: {bandwidth / 1e12:.2f} TB/s")
-    for label, inten, roof in points:
+    for point in points:
+        label, inten, roof = point[:3]
+        dx, dy = point[3] if len(point) > 3 else (6, -12)
         if roof not in peaks:
             raise ValueError(f"point {label!r} names roof {roof!r}, not one of {list(peaks)}")
         attainable = min(peaks[roof], bandwidth * inten)
         ax.plot([inten], [attainable], marker="o", color="k", markersize=5)
-        ax.annotate(label, (inten, attainable), textcoords="offset points", xytext=(6, -12),
-                    fontsize=8)
+        ax.annotate(label, (inten, attainable), textcoords="offset points", xytext=(dx, dy),
+                    ha="right" if dx < 0 else "left", fontsize=8)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("arithmetic intensity (FLOPs per byte moved)")

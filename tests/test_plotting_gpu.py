@@ -35,7 +35,7 @@ def _close_figures():
 def test_roofline_is_the_minimum_of_compute_and_bandwidth():
     fig, ax = plt.subplots()
     bw, peaks = 2e12, {"slow": 10e12, "fast": 400e12}
-    plot_roofline(ax, bw, peaks, points=[("low", 0.5, "fast"), ("high", 1000.0, "slow")],
+    plot_roofline(ax, bw, peaks, points=[("low", 0.5, "fast"), ("high", 1000.0, "slow", (-5, 5))],
                   intensity_range=(0.1, 1e4))
     for line, peak in zip(ax.lines[:2], peaks.values()):
         inten, flops = line.get_xydata().T
@@ -110,3 +110,11 @@ def test_bandwidth_rejects_what_is_not_a_record(dry_record):
     row = {k: v for k, v in dry_record["results"][0].items() if k != "bnref_pct_copy"}
     with pytest.raises(ValueError, match=r"lacks \['bnref_pct_copy'\]"):
         plot_bandwidth(ax, {"results": [row]}, row["pass"])
+
+
+def test_roofline_labels_sit_where_asked():
+    fig, ax = plt.subplots()
+    plot_roofline(ax, 1e12, {"p": 1e13}, points=[("a", 1.0, "p"), ("b", 100.0, "p", (-7, 3))])
+    a, b = ax.texts
+    assert (a.get_text(), a.xy, a.xyann, a.get_ha()) == ("a", (1.0, 1e12), (6, -12), "left")
+    assert (b.get_text(), b.xy, b.xyann, b.get_ha()) == ("b", (100.0, 1e13), (-7, 3), "right")
