@@ -423,3 +423,44 @@ def test_plan_for_a_gpu_without_one():
             bt.plan(x, sm_count=bad)
     with pytest.raises(ValueError, match=r"x must be a tensor of shape \(N, C\) or \(N, C, H, W\), got \(3,\)"):
         bt.plan(torch.empty(3))
+
+
+def test_tuning_knobs_change_the_launch_not_the_result(monkeypatch):
+    """tiling(num_warps=..., programs_per_sm=...) reach the launches; results still match torch."""
+    big = torch.empty((256, 64, 56, 56), device="meta")
+    small = torch.empty((32, 512, 14, 14), device="meta")  # a channel fits one tile
+    default = bt.plan(big, sm_count=132)
+    with bt.tiling(programs_per_sm=8):
+        more = bt.plan(big, sm_count=132)
+        assert bt.plan(small, sm_count=132).single_pass  # the knob leaves the path alone
+    assert more.programs == 2 * default.programs and more.partials == 2 * default.partials
+    x, w, b, dy = make((5, 6, 7, 3), torch.float32)
+    launches = []
+
+    class Recorder:
+        def __init__(self, kernel, name):
+            self.kernel, self.name = kernel, name
+
+        def __getitem__(self, grid):
+            def launch(*args, **kwargs):
+                launches.append((self.name, kwargs.get("num_warps")))
+                return self.kernel[grid](*args, **kwargs)
+            return launch
+
+    for name in ("_stats_kernel", "_normalize_kernel", "_finalize_stats_kernel"):
+        monkeypatch.setattr(bt.ops.kernels, name, Recorder(getattr(bt.ops.kernels, name), name))
+    with split(x), bt.tiling(num_warps=2):
+        y, _, _ = bt.batch_norm_train(x, w, b)
+    # The streaming kernels take the forced warps; the tiny merge kernel keeps its own.
+    assert ("_stats_kernel", 2) in launches and ("_normalize_kernel", 2) in launches
+    assert [n for n, warps in launches if n == "_finalize_stats_kernel" and warps == 2] == []
+    close(y, reference(x, w, b, dy)[0], TOL[torch.float32], "y with forced warps")
+    for bad, message in ((3, "num_warps must be a power of two from 1 to 32, got 3"),
+                         (64, "num_warps must be a power of two from 1 to 32, got 64"),
+                         (0, "num_warps must be a positive int, got 0")):
+        with pytest.raises(ValueError, match=message):
+            with bt.tiling(num_warps=bad):
+                pass
+    with pytest.raises(ValueError, match="programs_per_sm must be a positive int, got 1.5"):
+        with bt.tiling(programs_per_sm=1.5):
+            pass

@@ -64,7 +64,7 @@ class Tiling(NamedTuple):
 
 @contextlib.contextmanager
 def tiling(block_r=None, block_k=None, rows_per_prog=None, cols_per_prog=None,
-           single_pass=None):
+           single_pass=None, num_warps=None, programs_per_sm=None):
     """Force tile sizes and program rectangles (for tests and tuning experiments).
 
     Small values make tiny inputs take the many-tile, many-program split path
@@ -72,6 +72,11 @@ def tiling(block_r=None, block_k=None, rows_per_prog=None, cols_per_prog=None,
     path off unless ``single_pass=True``. ``single_pass=False`` turns it off
     alone. In the channels-last layout ``cols_per_prog`` is always ``block_k``
     (a program owns one block of channels).
+
+    Two knobs for tuning on a GPU leave the choice of path alone:
+    ``num_warps`` (a power of two up to 32) for the kernels that stream the
+    tensor, and ``programs_per_sm``, how many programs per streaming
+    multiprocessor the split path aims for (default 4).
     """
     if single_pass not in (None, True, False):
         raise ValueError(f"single_pass must be None, True or False, got {single_pass!r}")
@@ -82,8 +87,16 @@ def tiling(block_r=None, block_k=None, rows_per_prog=None, cols_per_prog=None,
             raise ValueError(f"{name} must be a positive int, got {value!r}")
         if name.startswith("block") and value is not None and value & (value - 1):
             raise ValueError(f"{name} must be a power of two, got {value}")
+    knobs = dict(num_warps=num_warps, programs_per_sm=programs_per_sm)
+    for name, value in knobs.items():
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                  or value < 1):
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if num_warps is not None and (num_warps > 32 or num_warps & (num_warps - 1)):
+        raise ValueError(f"num_warps must be a power of two from 1 to 32, got {num_warps}")
     saved = dict(_overrides)
     _overrides.update({k: v for k, v in forced.items() if v is not None})
+    _overrides.update({k: v for k, v in knobs.items() if v is not None})
     if single_pass is not None or any(v is not None for v in forced.values()):
         _overrides["single_pass"] = bool(single_pass)
     try:
@@ -111,7 +124,10 @@ def _plan(layout, device, target=None):
     """
     o = _overrides
     G, R, K = layout.G, layout.R, layout.K
-    target = _target_programs(device) if target is None else target
+    if target is None:
+        target = _target_programs(device)
+        if "programs_per_sm" in o:  # _target_programs is _PROGRAMS_PER_SM per SM on a GPU
+            target = max(1, target * o["programs_per_sm"] // _PROGRAMS_PER_SM)
     block_k = o.get("block_k") or _pow2_at_most(K, 64 if layout.channels_in_cols else 1024)
     block_r = o.get("block_r") or _pow2_at_most(R, max(1, _TILE_ELEMS // block_k))
     if layout.channels_in_cols:
@@ -196,7 +212,8 @@ def plan(x, sm_count=None):
                                  or sm_count < 1):
         raise ValueError(f"sm_count must be a positive int or None, got {sm_count!r}")
     layout, x = _layout(x)
-    target = None if sm_count is None else _PROGRAMS_PER_SM * sm_count
+    target = (None if sm_count is None
+              else _overrides.get("programs_per_sm", _PROGRAMS_PER_SM) * sm_count)
     split = _plan(layout, x.device, target)
     single = _single_pass_plan(layout)
     t = single or split
@@ -243,7 +260,12 @@ def _launch_args(layout, t):
     return dict(R=layout.R, K=layout.K, row_stride=layout.row_stride,
                 plane_stride=layout.plane_stride, rows_per_prog=t.rows_per_prog,
                 cols_per_prog=t.cols_per_prog, CHANNELS_IN_COLS=layout.channels_in_cols,
-                BLOCK_R=t.block_r, BLOCK_K=t.block_k, num_warps=_num_warps(t.block_r * t.block_k))
+                BLOCK_R=t.block_r, BLOCK_K=t.block_k, num_warps=_main_warps(t.block_r * t.block_k))
+
+
+def _main_warps(tile_elems):
+    """Warps of the kernels that stream the tensor: forced by tiling(num_warps=...), or default."""
+    return _overrides.get("num_warps") or _num_warps(tile_elems)
 
 
 def _num_warps(tile_elems):
@@ -339,7 +361,7 @@ def batch_norm_train(x, weight=None, bias=None, running_mean=None, running_var=N
             layout.R, layout.K, layout.row_stride, layout.plane_stride,
             CHANNELS_IN_COLS=layout.channels_in_cols, HAS_WEIGHT=weight is not None,
             HAS_BIAS=bias is not None, UPDATE_RUNNING=update, BLOCK_R=t.block_r,
-            BLOCK_K=t.block_k, num_warps=_num_warps(t.block_r * t.block_k))
+            BLOCK_K=t.block_k, num_warps=_main_warps(t.block_r * t.block_k))
         return y, save_mean, save_invstd
     t = _plan(layout, x.device)
     P = t.grid[1] * (1 if layout.channels_in_cols else t.grid[2])
@@ -417,7 +439,7 @@ def batch_norm_backward(dy, x, weight, save_mean, save_invstd):
             dy, x, dx, save_mean, save_invstd, w, dweight, dbias,
             layout.R, layout.K, layout.row_stride, layout.plane_stride,
             CHANNELS_IN_COLS=layout.channels_in_cols, HAS_WEIGHT=weight is not None,
-            BLOCK_R=t.block_r, BLOCK_K=t.block_k, num_warps=_num_warps(t.block_r * t.block_k))
+            BLOCK_R=t.block_r, BLOCK_K=t.block_k, num_warps=_main_warps(t.block_r * t.block_k))
     else:
         t = _plan(layout, x.device)
         P = t.grid[1] * (1 if layout.channels_in_cols else t.grid[2])
