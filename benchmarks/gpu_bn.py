@@ -18,6 +18,7 @@ dev/cuda: check, then time).
     python benchmarks/gpu_bn.py --markdown     # the table as Markdown (for the issue note)
     python benchmarks/gpu_bn.py --dry-run      # no GPU: tiny CPU shapes through the interpreter
     python benchmarks/gpu_bn.py --compile-only # no GPU: compile every kernel for sm_90
+    python benchmarks/gpu_bn.py --sweep        # GPU: try tile sizes, warps and programs per SM
 
 The dry run exercises everything but the timing (wall-clock of interpreted
 kernels means nothing) and writes no file unless ``--out`` is given.
@@ -52,6 +53,19 @@ PASSES = ("forward", "backward", "eval")
 IMPLS = ("torch", "compile", "bnref")
 # Tolerance of bnref.triton against F.batch_norm on the same input.
 TOL = {torch.float32: 1e-4, torch.bfloat16: 4e-2}
+
+# --sweep: bnref.triton.tiling() settings to try, per layout (see bt.plan):
+# "NCHW" tiles are a few rows of many pixels, "channels-last" tiles are rows x
+# a block of channels. Each is tried with several warp counts and programs per
+# SM; the defaults of bnref.triton are timed too, as the baseline.
+SWEEP_TILES = {
+    "NCHW": [(4, 1024), (8, 1024), (2, 2048), (8, 512), (16, 256)],
+    "channels-last": [(64, 64), (128, 32), (32, 128), (128, 64), (256, 16)],
+}
+SWEEP_WARPS = (4, 8, 16)
+SWEEP_PROGRAMS_PER_SM = (4, 8)
+DRY_SWEEP = dict(tiles={"NCHW": [(2, 8)], "channels-last": [(4, 4)]}, warps=(4,),
+                 programs_per_sm=(4,))
 
 
 def pass_bytes(numel, element_size, which):
@@ -290,6 +304,59 @@ def _compile_cases(kernels):
     yield kernels._finalize_grads_kernel, dict(BLOCK_P=32, BLOCK_C=128)
 
 
+def sweep_configs(layout, single_pass, tiles, warps, programs_per_sm):
+    """bt.tiling keyword sets to try for one input: None (the defaults) first."""
+    configs = [None]
+    if single_pass:  # keep the single pass, vary only its warps
+        configs += [dict(num_warps=w) for w in warps]
+    configs += [dict(block_r=r, block_k=k, num_warps=w, programs_per_sm=p)
+                for r, k in tiles[layout] for w in warps for p in programs_per_sm]
+    return configs
+
+
+def sweep_case(bt, shape, fmt, dtype_name, device, timer, grid):
+    """Time every candidate tiling of one case; returns a record with the best per pass."""
+    import contextlib
+    dtype = DTYPES[dtype_name]
+    x, dy, p = make_inputs(shape, fmt, dtype, device)
+    out = torch.empty_like(x)
+    copy_ms = timer(lambda: out.copy_(x))
+    copy_gbps = gbps(pass_bytes(x.numel(), x.element_size(), "copy"), copy_ms)
+    eager = torch_calls(x, dy, p, compiled=False)
+    plan = bt.plan(x)
+    trials = []
+    for cfg in sweep_configs(plan.layout, plan.single_pass, **grid):
+        with bt.tiling(**cfg) if cfg else contextlib.nullcontext():
+            calls = bnref_calls(bt, x, dy, p)
+            check(calls, eager, dtype)  # every tiling must still be right
+            trial = {"config": cfg or "default"}
+            for which in PASSES:
+                ms = timer(calls[which])
+                pct = 100 * gbps(pass_bytes(x.numel(), x.element_size(), which), ms) / copy_gbps
+                trial[which] = {"ms": ms, "pct_copy": pct}
+        trials.append(trial)
+    best = {which: min(trials, key=lambda t: t[which]["ms"]) for which in PASSES}
+    return {"shape": list(shape), "format": fmt, "dtype": dtype_name, "layout": plan.layout,
+            "single_pass": plan.single_pass, "copy_ms": copy_ms, "copy_gbps": copy_gbps,
+            "default": trials[0],
+            "best": {w: {"config": b["config"], **b[w]} for w, b in best.items()},
+            "trials": trials}
+
+
+def format_sweep(cases):
+    """One line per case and pass: default and best % of copy, and the best settings."""
+    lines = []
+    for c in cases:
+        for which in PASSES:
+            d, b = c["default"][which], c["best"][which]
+            cfg = b["config"] if b["config"] == "default" else ", ".join(
+                f"{k}={v}" for k, v in b["config"].items())
+            lines.append(f"{'x'.join(map(str, c['shape'])):>14s} {c['format']:13s} "
+                         f"{c['dtype']:8s} {which:8s} default {d['pct_copy']:5.1f}% "
+                         f"best {b['pct_copy']:5.1f}% ({cfg})")
+    return "\n".join(lines)
+
+
 def parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dry-run", action="store_true",
@@ -301,13 +368,63 @@ def parse_args(argv):
                          "print registers per thread")
     ap.add_argument("--timer", choices=("do_bench", "cudagraph"), default="do_bench",
                     help="do_bench (default; flushes L2) or CUDA-graph replay (no launch overhead)")
+    ap.add_argument("--sweep", action="store_true",
+                    help="try bnref.triton tilings (tile, warps, programs per SM) per case and "
+                         "write benchmarks/results/<device>-sweep.json")
+    ap.add_argument("--shapes", metavar="I,J,...",
+                    help="only these cases of the shape list, by index (0-based)")
+    ap.add_argument("--merge", nargs="+", metavar="JSON",
+                    help="merge records of the same device and versions written by runs over "
+                         "parts of the shape list (--shapes) into one; writes --out or "
+                         "benchmarks/results/<device>.json")
     ap.add_argument("--out",
                     help="JSON path (default on the GPU: benchmarks/results/<device>.json)")
     return ap.parse_args(argv)
 
 
+SAME_RUN_KEYS = ("device", "torch", "triton", "cuda", "cudnn", "timer", "dry_run")
+
+
+def merge_records(records):
+    """One record from several runs over parts of the shape list (same device and versions)."""
+    if not records:
+        raise ValueError("merge_records needs at least one record, got none")
+    first = records[0]
+    for r in records[1:]:
+        differ = [k for k in SAME_RUN_KEYS if r.get(k) != first.get(k)]
+        if differ:
+            raise ValueError(f"records differ in {differ}: "
+                             f"{[(first.get(k), r.get(k)) for k in differ]}; merge only runs "
+                             "of one machine and software")
+    seen, rows = set(), []
+    for r in records:
+        for row in r["results"]:
+            key = (tuple(row["shape"]), row["format"], row["dtype"], row["pass"])
+            if key in seen:
+                raise ValueError(f"case {key} appears in more than one record")
+            seen.add(key)
+            rows.append(row)
+    merged = dict(first, results=rows)
+    merged["date"] = max(r["date"] for r in records)
+    merged["merged_from"] = len(records)
+    return merged
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.merge:
+        records = []
+        for path in args.merge:
+            with open(path) as f:
+                records.append(json.load(f))
+        record = merge_records(records)
+        here = os.path.dirname(os.path.abspath(__file__))
+        out = args.out or os.path.join(here, "results", device_slug(record["device"]) + ".json")
+        with open(out, "w") as f:
+            json.dump(record, f, indent=1)
+        print(format_table(record["results"], markdown=args.markdown))
+        print(f"wrote {out}")
+        return record
     if args.compile_only:
         os.environ["TRITON_INTERPRET"] = "0"  # compiled kernels, not interpreted ones
         return compile_check(args.compile_only)
@@ -324,8 +441,17 @@ def main(argv=None):
     timer = cpu_timer if args.dry_run else timers[args.timer]
     # torch.compile on the CPU needs a C++ toolchain and minutes: GPU runs only.
     with_compile = not (args.dry_run or args.no_compile)
+    cases = DRY_SHAPES if args.dry_run else SHAPES
+    if args.shapes:
+        try:
+            cases = [cases[int(i)] for i in args.shapes.split(",")]
+        except (ValueError, IndexError):
+            sys.exit(f"--shapes takes indices 0..{len(cases) - 1} separated by commas, "
+                     f"got {args.shapes!r}")
+    if args.sweep:
+        return sweep_main(args, bt, device, timer, cases)
     rows = []
-    for shape, fmt in (DRY_SHAPES if args.dry_run else SHAPES):
+    for shape, fmt in cases:
         for dtype_name in DTYPES:
             rows += run_case(bt, shape, fmt, dtype_name, device, timer, with_compile)
     print(format_table(rows, markdown=args.markdown))
@@ -343,6 +469,31 @@ def main(argv=None):
     else:
         json.dumps(record)  # the record must serialize even when it is not written
         print("dry run: no results file written (pass --out to write one)")
+    return record
+
+
+def sweep_main(args, bt, device, timer, cases):
+    grid = DRY_SWEEP if args.dry_run else dict(
+        tiles=SWEEP_TILES, warps=SWEEP_WARPS, programs_per_sm=SWEEP_PROGRAMS_PER_SM)
+    results = []
+    for shape, fmt in cases:
+        for dtype_name in DTYPES:
+            results.append(sweep_case(bt, shape, fmt, dtype_name, device, timer, grid))
+            print(format_sweep(results[-1:]), flush=True)
+    record = dict(environment(bt, device), dry_run=args.dry_run, sweep=True,
+                  timer="perf_counter" if args.dry_run else args.timer, results=results)
+    out = args.out
+    if out is None and not args.dry_run:
+        here = os.path.dirname(os.path.abspath(__file__))
+        out = os.path.join(here, "results", device_slug(record["device"]) + "-sweep.json")
+    if out:
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+        with open(out, "w") as f:
+            json.dump(record, f, indent=1)
+        print(f"wrote {out}")
+    else:
+        json.dumps(record)
+        print("dry run: no sweep file written (pass --out to write one)")
     return record
 
 

@@ -316,6 +316,63 @@ def test_benchmark_bookkeeping():
                         "| 2.00x | - |")
 
 
+def _gpu_bn():
+    import importlib.util
+    import pathlib
+    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_bn.py"
+    spec = importlib.util.spec_from_file_location("gpu_bn", path)
+    gpu_bn = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_bn)
+    return gpu_bn
+
+
+def test_benchmark_sweep_dry_run(tmp_path):
+    """--sweep tries every candidate tiling, checks each against torch and keeps the fastest."""
+    import json
+    gpu_bn = _gpu_bn()
+    grid = dict(tiles={"NCHW": [(2, 8), (4, 4)], "channels-last": [(4, 4)]}, warps=(2, 4),
+                programs_per_sm=(4,))
+    configs = gpu_bn.sweep_configs("NCHW", True, **grid)
+    assert configs[0] is None and configs[1:3] == [{"num_warps": 2}, {"num_warps": 4}]
+    assert {"block_r": 4, "block_k": 4, "num_warps": 4, "programs_per_sm": 4} in configs
+    assert len(configs) == 1 + 2 + 2 * 2 and len(gpu_bn.sweep_configs("channels-last", False,
+                                                                     **grid)) == 1 + 2
+    out = tmp_path / "sweep.json"
+    gpu_bn.main(["--dry-run", "--sweep", "--shapes", "2", "--out", str(out)])
+    record = json.loads(out.read_text())
+    assert record["sweep"] and record["dry_run"] and len(record["results"]) == 2  # fp32, bf16
+    for case in record["results"]:
+        assert case["format"] == "channels_last" and case["layout"] == "channels-last"
+        assert [t["config"] for t in case["trials"]][0] == "default"
+        for which in ("forward", "backward", "eval"):
+            fastest = min(t[which]["ms"] for t in case["trials"])
+            assert case["best"][which]["ms"] == fastest
+    with pytest.raises(SystemExit, match="--shapes takes indices 0..2"):
+        gpu_bn.main(["--dry-run", "--sweep", "--shapes", "7"])
+
+
+def test_benchmark_records_merge(tmp_path):
+    """Runs over parts of the shape list merge into one record; mismatched runs are refused."""
+    import json
+    gpu_bn = _gpu_bn()
+    parts = []
+    for i in ("0", "1,2"):
+        out = tmp_path / f"part{i}.json"
+        gpu_bn.main(["--dry-run", "--shapes", i, "--out", str(out)])
+        parts.append(out)
+    merged_path = tmp_path / "merged.json"
+    merged = gpu_bn.main(["--merge", *map(str, parts), "--out", str(merged_path)])
+    records = [json.loads(p.read_text()) for p in parts]
+    assert json.loads(merged_path.read_text()) == merged
+    assert merged["results"] == records[0]["results"] + records[1]["results"]
+    assert len(merged["results"]) == 3 * 2 * 3  # 3 shapes x 2 dtypes x 3 passes
+    assert merged["date"] == max(r["date"] for r in records) and merged["merged_from"] == 2
+    with pytest.raises(ValueError, match="appears in more than one record"):
+        gpu_bn.merge_records([records[0], records[0]])
+    with pytest.raises(ValueError, match=r"records differ in \['triton'\]"):
+        gpu_bn.merge_records([records[0], dict(records[1], triton="0.0")])
+
+
 def test_importing_triton_first_is_reported(tmp_path):
     """The interpreter must be on before triton is imported; if not, MODE and calls say so."""
     import subprocess
