@@ -418,13 +418,8 @@ def main(argv=None):
             with open(path) as f:
                 records.append(json.load(f))
         record = merge_records(records)
-        here = os.path.dirname(os.path.abspath(__file__))
-        out = args.out or os.path.join(here, "results", device_slug(record["device"]) + ".json")
-        with open(out, "w") as f:
-            json.dump(record, f, indent=1)
         print(format_table(record["results"], markdown=args.markdown))
-        print(f"wrote {out}")
-        return record
+        return write_record(record, args.out, dry_run=False, suffix="")
     if args.compile_only:
         os.environ["TRITON_INTERPRET"] = "0"  # compiled kernels, not interpreted ones
         return compile_check(args.compile_only)
@@ -457,10 +452,17 @@ def main(argv=None):
     print(format_table(rows, markdown=args.markdown))
     record = dict(environment(bt, device), dry_run=args.dry_run,
                   timer="perf_counter" if args.dry_run else args.timer, results=rows)
-    out = args.out
-    if out is None and not args.dry_run:
+    return write_record(record, args.out, args.dry_run, suffix="")
+
+
+def write_record(record, out, dry_run, suffix):
+    """Write ``record`` to ``out``, by default benchmarks/results/<device><suffix>.json.
+
+    A dry run writes only where ``out`` is given (its timings mean nothing).
+    """
+    if out is None and not dry_run:
         here = os.path.dirname(os.path.abspath(__file__))
-        out = os.path.join(here, "results", device_slug(record["device"]) + ".json")
+        out = os.path.join(here, "results", device_slug(record["device"]) + suffix + ".json")
     if out:
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
         with open(out, "w") as f:
@@ -468,7 +470,7 @@ def main(argv=None):
         print(f"wrote {out}")
     else:
         json.dumps(record)  # the record must serialize even when it is not written
-        print("dry run: no results file written (pass --out to write one)")
+        print("dry run: no file written (pass --out to write one)")
     return record
 
 
@@ -482,19 +484,7 @@ def sweep_main(args, bt, device, timer, cases):
             print(format_sweep(results[-1:]), flush=True)
     record = dict(environment(bt, device), dry_run=args.dry_run, sweep=True,
                   timer="perf_counter" if args.dry_run else args.timer, results=results)
-    out = args.out
-    if out is None and not args.dry_run:
-        here = os.path.dirname(os.path.abspath(__file__))
-        out = os.path.join(here, "results", device_slug(record["device"]) + "-sweep.json")
-    if out:
-        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-        with open(out, "w") as f:
-            json.dump(record, f, indent=1)
-        print(f"wrote {out}")
-    else:
-        json.dumps(record)
-        print("dry run: no sweep file written (pass --out to write one)")
-    return record
+    return write_record(record, args.out, args.dry_run, suffix="-sweep")
 
 
 if __name__ == "__main__":
