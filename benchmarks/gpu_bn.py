@@ -247,44 +247,66 @@ def environment(bt, device):
     return info
 
 
-def compile_check(arch=90):
+def compile_check(arch=90, sweep=False):
     """Compile every kernel for a CUDA target without a GPU; registers and spills per kernel.
 
     Triton's wheel ships ptxas, so the whole pipeline down to a cubin runs on
-    any machine: a kernel that only the interpreter accepts fails here.
+    any machine: a kernel that only the interpreter accepts fails here. With
+    ``sweep``, also every tile and warp count that ``--sweep`` would try.
     """
+    from bnref.triton import kernels, ops
+    cases = [(fn, consts, None) for fn, consts in _compile_cases(kernels)]
+    if sweep:
+        cases += list(_sweep_compile_cases(kernels))
+    for fn, consts, warps in cases:
+        for dtype in ("fp32", "bf16"):
+            tile = consts.get("BLOCK_R", consts.get("BLOCK_P", 1)) * consts.get(
+                "BLOCK_K", consts.get("BLOCK_C", 1))
+            warps = warps or ops._num_warps(tile)
+            regs, stack = _compile_one(fn, consts, dtype, warps, arch)
+            flags = ", ".join(f"{k}={v}" for k, v in consts.items())
+            print(f"sm_{arch} {fn.__name__:32s} {dtype} warps={warps:2d} registers={regs:>3s} "
+                  f"stack={stack} ({flags})", flush=True)
+
+
+def _compile_one(fn, consts, dtype, warps, arch):
+    """Compile one specialization to a cubin; returns (registers, stack bytes) as strings."""
     import subprocess
     import tempfile
 
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
-
-    from bnref.triton import kernels, ops
     cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/cuobjdump")
     floats = {"eps", "momentum", "count"}
-    for fn, consts in _compile_cases(kernels):
-        for dtype in ("fp32", "bf16"):
-            sig = {n: "constexpr" if n in consts else "fp32" if n in floats
-                   else (f"*{dtype}" if n[:2] in ("x_", "y_", "dy", "dx") else "*fp32")
-                   if n.endswith("_ptr") else "i32" for n in fn.arg_names}
-            src = ASTSource(fn=fn, signature=sig,
-                            constexprs={(fn.arg_names.index(n),): v for n, v in consts.items()})
-            tile = consts.get("BLOCK_R", consts.get("BLOCK_P", 1)) * consts.get(
-                "BLOCK_K", consts.get("BLOCK_C", 1))
-            warps = ops._num_warps(tile)
-            compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32),
-                                      options=dict(num_warps=warps))
-            with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
-                f.write(compiled.asm["cubin"])
-                f.flush()
-                usage = subprocess.run([cuobjdump, "--dump-resource-usage", f.name],
-                                       capture_output=True, text=True).stdout
-            found = re.search(r"REG:(\d+).*?STACK:(\d+)", usage)
-            regs, stack = found.groups() if found else ("?", "?")
-            flags = ", ".join(f"{k}={v}" for k, v in consts.items())
-            print(f"sm_{arch} {fn.__name__:32s} {dtype} warps={warps:2d} registers={regs:>3s} "
-                  f"stack={stack} ({flags})")
+    sig = {n: "constexpr" if n in consts else "fp32" if n in floats
+           else (f"*{dtype}" if n[:2] in ("x_", "y_", "dy", "dx") else "*fp32")
+           if n.endswith("_ptr") else "i32" for n in fn.arg_names}
+    src = ASTSource(fn=fn, signature=sig,
+                    constexprs={(fn.arg_names.index(n),): v for n, v in consts.items()})
+    compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32),
+                              options=dict(num_warps=warps))
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(compiled.asm["cubin"])
+        f.flush()
+        usage = subprocess.run([cuobjdump, "--dump-resource-usage", f.name],
+                               capture_output=True, text=True).stdout
+    found = re.search(r"REG:(\d+).*?STACK:(\d+)", usage)
+    return found.groups() if found else ("?", "?")
+
+
+def _sweep_compile_cases(kernels):
+    """The streaming kernels at every tile and warp count of the sweep."""
+    for layout, tiles in SWEEP_TILES.items():
+        cic = layout == "channels-last"
+        for block_r, block_k in tiles:
+            tile = dict(CHANNELS_IN_COLS=cic, BLOCK_R=block_r, BLOCK_K=block_k)
+            for warps in (w for w in SWEEP_WARPS if _fits_registers(block_r * block_k, w)):
+                yield kernels._stats_kernel, tile, warps
+                yield kernels._grad_sums_kernel, tile, warps
+                yield kernels._normalize_kernel, dict(tile, FROM_VAR=False, HAS_WEIGHT=True,
+                                                      HAS_BIAS=True), warps
+                yield kernels._grad_input_kernel, dict(tile, HAS_WEIGHT=True), warps
 
 
 def _compile_cases(kernels):
@@ -310,8 +332,15 @@ def sweep_configs(layout, single_pass, tiles, warps, programs_per_sm):
     if single_pass:  # keep the single pass, vary only its warps
         configs += [dict(num_warps=w) for w in warps]
     configs += [dict(block_r=r, block_k=k, num_warps=w, programs_per_sm=p)
-                for r, k in tiles[layout] for w in warps for p in programs_per_sm]
+                for r, k in tiles[layout] for w in warps for p in programs_per_sm
+                if _fits_registers(r * k, w)]
     return configs
+
+
+def _fits_registers(tile_elems, warps):
+    """At most 32 values per thread: compiled for sm_90 (--compile-only --sweep), 64 spilled
+    registers to the stack in the normalize and dx kernels, 32 did not."""
+    return tile_elems <= 32 * 32 * warps
 
 
 def sweep_case(bt, shape, fmt, dtype_name, device, timer, grid):
@@ -326,16 +355,24 @@ def sweep_case(bt, shape, fmt, dtype_name, device, timer, grid):
     plan = bt.plan(x)
     trials = []
     for cfg in sweep_configs(plan.layout, plan.single_pass, **grid):
-        with bt.tiling(**cfg) if cfg else contextlib.nullcontext():
-            calls = bnref_calls(bt, x, dy, p)
-            check(calls, eager, dtype)  # every tiling must still be right
-            trial = {"config": cfg or "default"}
-            for which in PASSES:
-                ms = timer(calls[which])
-                pct = 100 * gbps(pass_bytes(x.numel(), x.element_size(), which), ms) / copy_gbps
-                trial[which] = {"ms": ms, "pct_copy": pct}
+        trial = {"config": cfg or "default"}
+        try:  # a candidate that fails to compile, run or match is recorded, not fatal
+            with bt.tiling(**cfg) if cfg else contextlib.nullcontext():
+                calls = bnref_calls(bt, x, dy, p)
+                check(calls, eager, dtype)  # every tiling must still be right
+                for which in PASSES:
+                    ms = timer(calls[which])
+                    nbytes = pass_bytes(x.numel(), x.element_size(), which)
+                    trial[which] = {"ms": ms, "pct_copy": 100 * gbps(nbytes, ms) / copy_gbps}
+        except Exception as e:
+            trial = {"config": cfg or "default", "error": f"{type(e).__name__}: {e}"}
+            print(f"  {shape} {fmt} {dtype_name} {trial['config']}: {trial['error']}", flush=True)
         trials.append(trial)
-    best = {which: min(trials, key=lambda t: t[which]["ms"]) for which in PASSES}
+    ok = [t for t in trials if "error" not in t]
+    if not ok or "error" in trials[0]:
+        raise RuntimeError(f"bnref.triton's defaults failed on {shape} {fmt} {dtype_name}: "
+                           f"{trials[0].get('error')}")
+    best = {which: min(ok, key=lambda t: t[which]["ms"]) for which in PASSES}
     return {"shape": list(shape), "format": fmt, "dtype": dtype_name, "layout": plan.layout,
             "single_pass": plan.single_pass, "copy_ms": copy_ms, "copy_gbps": copy_gbps,
             "default": trials[0],
@@ -422,7 +459,7 @@ def main(argv=None):
         return write_record(record, args.out, dry_run=False, suffix="")
     if args.compile_only:
         os.environ["TRITON_INTERPRET"] = "0"  # compiled kernels, not interpreted ones
-        return compile_check(args.compile_only)
+        return compile_check(args.compile_only, sweep=args.sweep)
     if args.dry_run:
         os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported
     elif not torch.cuda.is_available():

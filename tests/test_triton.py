@@ -337,6 +337,9 @@ def test_benchmark_sweep_dry_run(tmp_path):
     assert {"block_r": 4, "block_k": 4, "num_warps": 4, "programs_per_sm": 4} in configs
     assert len(configs) == 1 + 2 + 2 * 2 and len(gpu_bn.sweep_configs("channels-last", False,
                                                                      **grid)) == 1 + 2
+    # Tiles over 32 values per thread (they spilled registers on sm_90) are not tried.
+    big = dict(tiles={"NCHW": [(8, 1024)]}, warps=(4, 8), programs_per_sm=(4,))
+    assert [c["num_warps"] for c in gpu_bn.sweep_configs("NCHW", False, **big)[1:]] == [8]
     out = tmp_path / "sweep.json"
     gpu_bn.main(["--dry-run", "--sweep", "--shapes", "2", "--out", str(out)])
     record = json.loads(out.read_text())
@@ -349,6 +352,15 @@ def test_benchmark_sweep_dry_run(tmp_path):
             assert case["best"][which]["ms"] == fastest
     with pytest.raises(SystemExit, match="--shapes takes indices 0..2"):
         gpu_bn.main(["--dry-run", "--sweep", "--shapes", "7"])
+    # A candidate that cannot run (here: a tile tiling() rejects) is recorded and skipped.
+    bad = dict(tiles={"NCHW": [(3, 8), (2, 8)], "channels-last": [(4, 4)]}, warps=(4,),
+               programs_per_sm=(4,))
+    case = gpu_bn.sweep_case(bt, (2, 3, 5, 7), "nchw", "float32", DEVICE, gpu_bn.cpu_timer, bad)
+    errors = [t for t in case["trials"] if "error" in t]
+    assert [t["config"]["block_r"] for t in errors] == [3]
+    assert "block_r must be a power of two, got 3" in errors[0]["error"]
+    assert all(b["config"] == "default" or b["config"].get("block_r") != 3
+               for b in case["best"].values())
 
 
 def test_benchmark_records_merge(tmp_path):
