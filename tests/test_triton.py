@@ -533,3 +533,14 @@ def test_tuning_knobs_change_the_launch_not_the_result(monkeypatch):
     with pytest.raises(ValueError, match="programs_per_sm must be a positive int, got 1.5"):
         with bt.tiling(programs_per_sm=1.5):
             pass
+
+
+def test_interpreter_version_problem_is_named():
+    """Triton < 3.7's interpreter with NumPy >= 2.4 is refused with the reason, not a crash."""
+    problem = bt.ops._interpreter_problem
+    assert problem("3.7.1", "2.4.6") == "" and problem("3.7.0", "2.4.0") == ""
+    assert problem("3.6.0", "2.3.5") == "" and problem("3.5.1", "1.26.4") == ""
+    message = problem("3.6.0", "2.4.6")
+    assert message.startswith("Triton 3.6.0's interpreter cannot run with NumPy 2.4.6")
+    assert message.endswith("install triton>=3.7 or numpy<2.4")
+    assert problem("3.6.0+git2f3e", "2.5.0rc1") != ""  # local and pre-release tags

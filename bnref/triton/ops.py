@@ -5,6 +5,7 @@ See :mod:`bnref.triton.kernels` for the plane picture and the kernels.
 
 import contextlib
 import functools
+import re
 from typing import NamedTuple
 
 import torch
@@ -17,6 +18,30 @@ __all__ = ["batch_norm_train", "batch_norm_backward", "batch_norm_eval", "tiling
            "plan", "Plan"]
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _version(text):
+    """'3.6.0+git1' -> (3, 6): the numeric major and minor of a version string."""
+    parts = re.findall(r"\d+", text)[:2]
+    return tuple(int(p) for p in parts)
+
+
+def _interpreter_problem(triton_version=None, numpy_version=None):
+    """Why Triton's interpreter cannot run these kernels here, or '' when it can.
+
+    Triton's interpreter before 3.7 turns one-element arrays into Python ints
+    (for loop bounds such as ``range(tl.program_id(0) * n, ...)``), which
+    NumPy 2.4 made an error; Triton 3.7.0 and later do not (checked with
+    Triton 3.6.0, 3.7.0 and 3.7.1 against NumPy 2.3.5 and 2.4).
+    """
+    import numpy
+    triton_version = triton_version or triton.__version__
+    numpy_version = numpy_version or numpy.__version__
+    if _version(triton_version) < (3, 7) and _version(numpy_version) >= (2, 4):
+        return (f"Triton {triton_version}'s interpreter cannot run with NumPy {numpy_version} "
+                "(it converts one-element arrays to Python ints, an error since NumPy 2.4): "
+                "install triton>=3.7 or numpy<2.4")
+    return ""
 _compiled = isinstance(kernels._stats_kernel, triton.runtime.JITFunction)
 if _compiled != isinstance(tl.sum, triton.runtime.JITFunction):
     # Triton's own library was defined before TRITON_INTERPRET=1 was set.
@@ -25,6 +50,9 @@ if _compiled != isinstance(tl.sum, triton.runtime.JITFunction):
            "(or import bnref.triton before triton) in a fresh process")
 elif not _compiled:
     MODE, WHY = "interpreter", ""
+    _problem = _interpreter_problem()
+    if _problem:
+        MODE, WHY = "unavailable", _problem
 elif torch.cuda.is_available():
     MODE, WHY = "gpu", ""
 else:
