@@ -118,3 +118,43 @@ def test_roofline_labels_sit_where_asked():
     a, b = ax.texts
     assert (a.get_text(), a.xy, a.xyann, a.get_ha()) == ("a", (1.0, 1e12), (6, -12), "left")
     assert (b.get_text(), b.xy, b.xyann, b.get_ha()) == ("b", (100.0, 1e13), (-7, 3), "right")
+
+
+def _chapter_cell(marker):
+    """The source of the Chapter 10 code cell that contains ``marker``."""
+    text = (REPO / "book" / "ch10_gpu.md").read_text(encoding="utf-8")
+    cells = [c.split("```", 1)[0] for c in text.split("```{code-cell} ipython3")[1:]]
+    found = [c for c in cells if marker in c]
+    assert len(found) == 1, f"expected one cell with {marker!r}, found {len(found)}"
+    return found[0]
+
+
+def test_chapter_plots_the_newest_benchmark_record(dry_record, tmp_path, monkeypatch):
+    """Chapter 10's results cell, run on a results folder like the one a GPU run leaves."""
+    cell = _chapter_cell('results = pathlib.Path("..")')
+    results = tmp_path / "benchmarks" / "results"
+    results.mkdir(parents=True)
+    (tmp_path / "book").mkdir()
+    monkeypatch.chdir(tmp_path / "book")  # the chapter runs from book/
+    ns = dict(json=json, pathlib=pathlib, plt=plt, plot_bandwidth=plot_bandwidth)
+    exec(cell, dict(ns))
+    # Nothing but dry runs and sweeps: the cell says there is no record.
+    (results / "cpu-dry.json").write_text(json.dumps(dry_record))
+    (results / "gpu-sweep.json").write_text(json.dumps(dict(dry_record, dry_run=False,
+                                                            sweep=True, results=[])))
+    empty = dict(ns)
+    exec(cell, empty)
+    assert empty["bench_note"].startswith("No GPU record has been committed")
+    # Two GPU records: the newer one is drawn, one panel per pass.
+    older = dict(dry_record, dry_run=False, device="Old GPU", date="2026-01-01T00:00:00+00:00")
+    newer = dict(dry_record, dry_run=False, device="New GPU", date="2026-02-01T00:00:00+00:00",
+                 cudnn=91900)
+    (results / "old-gpu.json").write_text(json.dumps(older))
+    (results / "new-gpu.json").write_text(json.dumps(newer))
+    monkeypatch.setattr(plt, "show", lambda: None)
+    drawn = dict(ns)
+    exec(cell, drawn)
+    assert drawn["bench_note"] == "The record is from New GPU on 2026-02-01."
+    axes = plt.gcf().axes
+    assert [ax.get_title() for ax in axes] == ["forward", "backward", "eval"]
+    assert [ax.lines[0].get_ydata()[0] for ax in axes] == [60, 50, 85]  # the targets
