@@ -8,7 +8,9 @@
 #   bash benchmarks/gpu_session.sh check    versions, compile for sm_90, the Triton
 #                                           tests on CUDA, A3's solution with its
 #                                           bandwidth test
-#   bash benchmarks/gpu_session.sh sweep    tilings per case -> <device>-sweep.json
+#   bash benchmarks/gpu_session.sh sweep I,J,...   tilings per case on those shapes
+#                                           (0,1,2,3 then 4,5,6,7: each half fits one
+#                                           command) -> sweep.json in OUTDIR
 #   bash benchmarks/gpu_session.sh bench    benchmark without torch.compile, shapes 0-7
 #   bash benchmarks/gpu_session.sh compile I,J,...   benchmark with torch.compile
 #                                           on those shapes (split the list over
