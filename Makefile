@@ -31,6 +31,13 @@ book: install
 notebooks: install
 	$(BIN)/python tools/launch_notebooks.py
 
+# The student-facing copy of the course, without solutions/, grader/ or hidden
+# tests (tools/public_export.py checks its own output): make public DEST=../public
+.PHONY: public
+DEST ?= ../bn-course-public
+public: install
+	$(BIN)/python tools/public_export.py $(DEST)
+
 # The browser test (tests/test_book_browser.py) serves MathJax from the npm
 # package instead of the CDN; installed next to the venv when npm exists.
 NPM_PREFIX := $(VENV)/npm
