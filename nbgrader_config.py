@@ -73,3 +73,10 @@ c.GenerateFeedback.preprocessors = [GetGrades, HideHiddenTests, CSSHTMLHeaderPre
 import grader.sandbox  # noqa: E402
 
 grader.sandbox.configure(c)
+
+# Collect and autograde never follow a link or read a special file planted in
+# the exchange or in submitted/ (grader/exchange.py).
+from grader.exchange import RefuseLinks  # noqa: E402
+
+c.ExchangeFactory.collect = "grader.exchange.SafeCollect"
+c.Autograde.sanitize_preprocessors = [RefuseLinks] + list(c.Autograde.sanitize_preprocessors)
