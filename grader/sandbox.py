@@ -37,6 +37,8 @@ from jupyter_client.manager import AsyncKernelManager
 from traitlets import Bool, Integer, List, Unicode
 from traitlets.config import Configurable
 
+from grader import gpu
+
 INSTALL_HINT = (
     "The grading sandbox needs bubblewrap (the `bwrap` command). Install it with\n"
     "    sudo apt-get install -y bubblewrap      (Debian/Ubuntu)\n"
@@ -51,6 +53,7 @@ INSTALL_HINT = (
 # Environment variables the kernel may inherit; everything else (tokens,
 # credentials, the instructor's paths) stays outside.
 ENV_KEEP = ("PATH", "LANG", "LANGUAGE", "TZ", "TERM", "MPLBACKEND", "TRITON_INTERPRET",
+            "CUDA_VISIBLE_DEVICES",
             "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "PYTHONHASHSEED",
             "PYTHONPATH")
 
@@ -76,6 +79,12 @@ class Sandbox(Configurable):
                   "fresh uid per kernel from [10**9, 10**9 + 2**24), a uid that owns no files "
                   "and whose process count (RLIMIT_NPROC) no other kernel shares.").tag(config=True)
     extra_ro_paths = List(Unicode(), help="More host paths to bind read-only at the same place.").tag(config=True)
+    gpu = Unicode("auto", help="'auto': bind the NVIDIA device nodes CUDA needs (grader/gpu.py) "
+                  "when the driver lists a GPU; 'off': never.").tag(config=True)
+    gpu_memory_bytes = Integer(0, help="RLIMIT_AS of a kernel that has the GPU; 0: none. CUDA "
+                               "reserves virtual address space far beyond the machine's memory "
+                               "when it initializes, so the usual 4 GiB cap would make every "
+                               "CUDA call fail.").tag(config=True)
 
 
 @functools.lru_cache(maxsize=None)  # once per grading process, not per kernel
@@ -185,6 +194,9 @@ def bwrap_command(settings, kernel_cmd, *, cwd, ipc_dir, uid, bwrap_path="bwrap"
     """
     namespaces, drop = _namespace_args(settings, uid)
     args = [bwrap_path] + namespaces + ["--proc", "/proc", "--dev", "/dev"]
+    gpu_nodes = gpu.cuda_device_nodes() if settings.gpu == "auto" else []
+    args += gpu.bwrap_args(gpu_nodes)
+    memory_bytes = settings.gpu_memory_bytes if gpu_nodes else settings.memory_bytes
     args += _system_binds()
     # /dev/shm too: multiprocessing's semaphores (joblib, torch DataLoader) live there.
     for scratch in ("/tmp", "/dev/shm"):
@@ -212,7 +224,7 @@ def bwrap_command(settings, kernel_cmd, *, cwd, ipc_dir, uid, bwrap_path="bwrap"
              "--setenv", "MPLCONFIGDIR", "/tmp/.matplotlib", "--setenv", "TMPDIR", "/tmp", "--"]
     # prlimit runs inside, after the uid switch: hard limits the kernel
     # cannot raise again.
-    args += drop + ["/usr/bin/prlimit", f"--as={settings.memory_bytes}",
+    args += drop + ["/usr/bin/prlimit", f"--as={memory_bytes or 'unlimited'}",
                     f"--cpu={settings.cpu_seconds}", f"--nproc={settings.max_processes}",
                     f"--fsize={settings.file_bytes}", "--core=0", "--"]
     return args + list(kernel_cmd)
