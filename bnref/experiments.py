@@ -320,8 +320,14 @@ def population_statistics_(model, X, batch_size=64, seed=0):
         mean = sum_B n_B * mean_B / n
         var  = sum_B n_B * (var_B + (mean_B - mean)**2) / n
 
-    Averaging the batch variances alone would miss the spread of the batch
-    means. Upstream BN layers normalize with batch statistics while this runs,
+    This is the law of total variance, so the result is the variance of all
+    the values for any batching. Averaging the batch variances alone falls
+    short by exactly the spread of the batch means (the second term); for
+    shuffled batches of equal size ``m`` that shortfall is on average the
+    familiar factor ``(m - 1) / m``, one bias, which a correction by
+    ``m / (m - 1)`` removes only on average and only for such batches, while the
+    merge removes it for class-ordered or correlated batches and unequal sizes
+    too. Upstream BN layers normalize with batch statistics while this runs,
     as they do in training. A last batch of a single example joins the batch
     before it (training-mode BN cannot normalize one example).
 
@@ -399,3 +405,155 @@ def interactive_progress():
     if setting is not None:
         return setting.strip().lower() not in ("", "0", "false", "no")
     return "JPY_SESSION_NAME" in os.environ or "COLAB_RELEASE_TAG" in os.environ
+
+
+# --- Helpers for the practical recipe (weight decay, parameter groups) ---
+
+def weight_decay_groups(model, weight_decay):
+    """Optimizer parameter groups that decay weight matrices and kernels only.
+
+    Parameters with two or more dimensions (linear weights, convolution kernels)
+    get ``weight_decay``; one-dimensional ones (biases, BN's gamma and beta) get
+    none, the usual recipe for networks with batch norm.
+
+    Args:
+        model: a ``torch.nn.Module``.
+        weight_decay: a float >= 0 for the decayed group.
+
+    Returns:
+        ``[{"params": [...], "weight_decay": weight_decay}, {"params": [...], "weight_decay": 0.0}]``,
+        ready for any ``torch.optim`` optimizer.
+    """
+    if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) or not weight_decay >= 0:
+        raise ValueError(f"weight_decay must be a number >= 0, got {weight_decay!r}")
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("model must have trainable parameters, found none")
+    return [{"params": [p for p in params if p.ndim >= 2], "weight_decay": float(weight_decay)},
+            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+
+
+def train_with_optimizer(model, optimizer, X, y, *, steps, batch_size=64, seed=0, callback=None):
+    """Mini-batch cross-entropy training with a ready ``torch.optim`` optimizer.
+
+    Draws the same batches as :func:`train` for the same ``seed`` (without
+    replacement within an epoch), so that the two differ only in the optimizer.
+
+    Args:
+        model: a ``torch.nn.Module`` producing logits.
+        optimizer: a ``torch.optim.Optimizer`` over ``model``'s parameters.
+        X, y: training tensors.
+        steps: number of parameter updates.
+        batch_size: examples per mini-batch, at most ``len(X)``.
+        seed: seeds the batch order.
+        callback: optional ``callback(step, model)``, called after each update
+            (``step`` counts from 1) with the model in training mode.
+
+    Returns:
+        The list of training-batch losses, one per step.
+    """
+    import torch
+    from torch import nn
+
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= len(X):
+        raise ValueError(f"batch_size must be an integer in [1, len(X)={len(X)}], got {batch_size!r}")
+    loss_fn = nn.CrossEntropyLoss()
+    gen = torch.Generator().manual_seed(seed)
+    order, pos, losses = torch.randperm(len(X), generator=gen), 0, []
+    for step in range(steps):
+        if pos + batch_size > len(X):
+            order, pos = torch.randperm(len(X), generator=gen), 0
+        idx = order[pos:pos + batch_size]
+        pos += batch_size
+        model.train()
+        loss = loss_fn(model(X[idx]), y[idx])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        if callback is not None:
+            callback(step + 1, model)
+    model.eval()
+    return losses
+
+
+_RESIDUAL_BLOCK = []  # the class, built once on first use (torch is imported lazily here)
+
+
+def _residual_block_class():
+    if _RESIDUAL_BLOCK:
+        return _RESIDUAL_BLOCK[0]
+    import torch
+    from torch import nn
+
+    import bnref.nn as bnn
+
+    class ResidualBlock(nn.Module):
+        """A fully connected residual block with batch norm, post- or pre-activation.
+
+        ``"post"`` (He et al., 2016): ``relu(x + bn2(fc2(relu(bn1(fc1(x))))))``.
+        ``"pre"`` (He et al., identity mappings): ``x + fc2(relu(bn2(fc1(relu(bn1(x))))))``.
+        """
+
+        def __init__(self, width, order="post"):
+            super().__init__()
+            if order not in ("post", "pre"):
+                raise ValueError(f"order must be 'post' or 'pre', got {order!r}")
+            self.order = order
+            self.fc1 = nn.Linear(width, width, bias=False)
+            self.fc2 = nn.Linear(width, width, bias=order == "pre")  # no BN follows it in "pre"
+            self.bn1, self.bn2 = bnn.BatchNorm1d(width), bnn.BatchNorm1d(width)
+
+        def forward(self, x):  # N,width -> N,width
+            if self.order == "post":
+                branch = self.bn2(self.fc2(torch.relu(self.bn1(self.fc1(x)))))
+                return torch.relu(x + branch)
+            return x + self.fc2(torch.relu(self.bn2(self.fc1(torch.relu(self.bn1(x))))))
+
+    _RESIDUAL_BLOCK.append(ResidualBlock)
+    return ResidualBlock
+
+
+def make_residual_mlp(in_features=64, width=64, blocks=4, num_classes=10, order="post",
+                      zero_init_last_gamma=False):
+    """A residual MLP with ``bnref.nn.BatchNorm1d``: stem, residual blocks, classifier.
+
+    Args:
+        in_features, width, num_classes: input, hidden and output sizes.
+        blocks: number of residual blocks, at least 1.
+        order: ``"post"`` (linear-BN-ReLU-linear-BN, add, ReLU; the stem is
+            linear-BN-ReLU) or ``"pre"`` (BN-ReLU-linear twice, add; a final
+            BN-ReLU before the classifier).
+        zero_init_last_gamma: start the last BN of every ``"post"`` block with
+            gamma = 0, so that each block starts as the identity on its
+            (non-negative) input (Goyal et al., 2017).
+
+    Returns:
+        ``torch.nn.Sequential``; the blocks are its modules of type ``ResidualBlock``.
+    """
+    from torch import nn
+
+    import bnref.nn as bnn
+
+    if order not in ("post", "pre"):
+        raise ValueError(f"order must be 'post' or 'pre', got {order!r}")
+    if isinstance(blocks, bool) or not isinstance(blocks, int) or blocks < 1:
+        raise ValueError(f"blocks must be an integer >= 1, got {blocks!r}")
+    if zero_init_last_gamma and order != "post":
+        raise ValueError("zero_init_last_gamma needs order='post' (a 'pre' block ends in a linear layer, not BN)")
+    Block = _residual_block_class()
+    if order == "post":
+        layers = [nn.Linear(in_features, width, bias=False), bnn.BatchNorm1d(width), nn.ReLU()]
+    else:
+        layers = [nn.Linear(in_features, width)]
+    for _ in range(blocks):
+        block = Block(width, order)
+        if zero_init_last_gamma:
+            nn.init.zeros_(block.bn2.weight)
+        layers.append(block)
+    if order == "pre":
+        layers += [bnn.BatchNorm1d(width), nn.ReLU()]
+    layers.append(nn.Linear(width, num_classes))
+    return nn.Sequential(*layers)

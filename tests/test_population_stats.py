@@ -91,3 +91,26 @@ def test_bad_arguments_raise_value_errors():
         population_statistics_(make_mlp([7, 5, 3]), _x())
     with pytest.raises(ValueError, match="X must be a tensor"):
         population_statistics_(model, _x()[:1])
+
+
+@pytest.mark.parametrize("batch_size", [2, 3])
+def test_correlated_values_get_the_full_set_variance_where_a_bessel_factor_fails(batch_size):
+    """Each image carries its own large offset, so the N*H*W values of a channel
+    in one batch are far from independent draws: averaging batch variances and
+    multiplying by m/(m-1) misses over 20 % of it in some channel, while the merged
+    population statistics still equal the variance over all values (oracle:
+    torch.var_mean over the whole set; 37 images leave a last batch of another size)."""
+    torch.manual_seed(5)
+    model = make_convnet(channels=(3, 4), norm=bnn.BatchNorm2d)
+    gen = torch.Generator().manual_seed(6)
+    X = torch.randn(37, 1, 8, 8, generator=gen) + 20 * torch.randn(37, 1, 1, 1, generator=gen)
+    with torch.no_grad():
+        z = model[0](X).double()                                        # N,C,H,W
+    var, mean = torch.var_mean(z, dim=(0, 2, 3), unbiased=False)
+    m = batch_size * 8 * 8
+    within = torch.stack([chunk.var(dim=(0, 2, 3), unbiased=False) for chunk in z.split(batch_size)])
+    bessel = m / (m - 1) * within.mean(0)
+    assert (bessel / var).min() < 0.8, "the data must break the i.i.d. assumption (in some channel) for this test to mean anything"
+    population_statistics_(model, X, batch_size=batch_size)
+    torch.testing.assert_close(model[1].running_var.double(), var, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(model[1].running_mean.double(), mean, rtol=1e-5, atol=1e-5)
