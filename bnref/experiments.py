@@ -557,3 +557,121 @@ def make_residual_mlp(in_features=64, width=64, blocks=4, num_classes=10, order=
         layers += [bnn.BatchNorm1d(width), nn.ReLU()]
     layers.append(nn.Linear(width, num_classes))
     return nn.Sequential(*layers)
+
+
+# --- Initialization gains per activation ---
+
+def init_with_gain_(model, gain, mode="fan_avg", bias=0.0, seed=0):
+    """Re-initialize every ``nn.Linear`` in place with a Gaussian scaled by a gain.
+
+    The weight std is ``gain * sqrt(2 / (fan_in + fan_out))`` (Glorot and
+    Bengio's compromise, ``mode='fan_avg'``) or ``gain / sqrt(fan_in)``
+    (``mode='fan_in'``); the usual gains are 1 for a linear layer, 5/3 for
+    tanh, sqrt(2) for ReLU and 4 for sigmoid (whose slope at zero is 1/4).
+
+    Args:
+        model: a ``torch.nn.Module``.
+        gain: positive float multiplying the variance-preserving std.
+        mode: 'fan_avg' or 'fan_in'.
+        bias: the constant every bias is set to (0 by default; a small
+            positive value is the old advice for ReLU units).
+        seed: seeds the draws.
+
+    Returns:
+        ``model``.
+    """
+    import torch
+    from torch import nn
+
+    if mode not in ("fan_avg", "fan_in"):
+        raise ValueError(f"mode must be 'fan_avg' or 'fan_in', got {mode!r}")
+    if not gain > 0:
+        raise ValueError(f"gain must be a positive number, got {gain!r}")
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for layer in model.modules():
+            if isinstance(layer, nn.Linear):
+                fan_in, fan_out = layer.in_features, layer.out_features
+                std = gain * ((2.0 / (fan_in + fan_out)) if mode == "fan_avg" else (1.0 / fan_in)) ** 0.5
+                layer.weight.copy_(torch.randn(layer.weight.shape, generator=gen) * std)
+                if layer.bias is not None:
+                    layer.bias.fill_(bias)
+    return model
+
+
+def sigmoid_layer_statistics(model, X, y):
+    """Per hidden sigmoid layer: pre-activation std, mean slope, and the std of its weight gradient.
+
+    One forward and backward pass of the cross-entropy loss on ``(X, y)``
+    through a ``make_mlp(..., activation='sigmoid')`` network.
+
+    Returns:
+        ``{"pre_std": [...], "slope": [...], "weight_std": [...],
+        "weight_grad_std": [...]}``, one entry per hidden layer, from the input
+        side (``weight_std`` and ``weight_grad_std`` are those of the linear
+        layer that feeds the sigmoid).
+    """
+    import torch
+    from torch import nn
+
+    pre = []
+    hooks = [m.register_forward_hook(lambda m, inp, out: pre.append(inp[0].detach()))
+             for m in model if isinstance(m, nn.Sigmoid)]
+    if not hooks:
+        raise ValueError("model has no nn.Sigmoid layer: expected a make_mlp(..., activation='sigmoid') network")
+    model.zero_grad()
+    try:
+        nn.functional.cross_entropy(model(X), y).backward()
+    finally:
+        for h in hooks:
+            h.remove()
+    linears = [m for m in model if isinstance(m, nn.Linear)][:len(pre)]
+    return {"pre_std": [float(z.std()) for z in pre],
+            "slope": [float((torch.sigmoid(z) * (1 - torch.sigmoid(z))).mean()) for z in pre],
+            "weight_std": [float(l.weight.detach().std()) for l in linears],
+            "weight_grad_std": [float(l.weight.grad.std()) for l in linears]}
+
+
+# --- Ablations of batch normalization (exercises of the algorithm chapter) ---
+
+def partial_batchnorm1d(center=True, scale=True, affine=True, momentum=0.1, eps=1e-5):
+    """A factory for BN layers with parts switched off, usable as ``make_mlp(..., norm=...)``.
+
+    ``center=False`` skips subtracting the batch mean (variance-only BN: the
+    input is divided by ``sqrt(var + eps)`` but not centred); ``scale=False``
+    skips the division (mean-only BN); ``affine=False`` freezes gamma at 1 and
+    beta at 0. Test mode uses running statistics kept as PyTorch keeps them.
+    With everything on, the layer computes ``torch.nn.BatchNorm1d``'s output
+    in both modes. Autograd differentiates it (no hand-written backward).
+
+    Returns:
+        ``factory(num_features) -> nn.Module``.
+    """
+    import torch
+    from torch import nn
+
+    class PartialBatchNorm1d(nn.Module):
+        def __init__(self, num_features):
+            super().__init__()
+            self.weight = nn.Parameter(torch.ones(num_features), requires_grad=affine)
+            self.bias = nn.Parameter(torch.zeros(num_features), requires_grad=affine)
+            self.register_buffer("running_mean", torch.zeros(num_features))
+            self.register_buffer("running_var", torch.ones(num_features))
+
+        def forward(self, x):
+            if x.dim() != 2 or x.shape[1] != self.weight.numel():
+                raise ValueError(f"x must have shape (N, {self.weight.numel()}), got {tuple(x.shape)}")
+            if self.training:
+                mean, var = x.mean(dim=0), x.var(dim=0, unbiased=False)        # D
+                with torch.no_grad():
+                    unbiased = var * len(x) / max(len(x) - 1, 1)
+                    self.running_mean.lerp_(mean, momentum)
+                    self.running_var.lerp_(unbiased, momentum)
+            else:
+                mean, var = self.running_mean, self.running_var
+            out = x - mean if center else x                                    # N, D
+            if scale:
+                out = out / torch.sqrt(var + eps)
+            return out * self.weight + self.bias
+
+    return PartialBatchNorm1d

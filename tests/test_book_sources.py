@@ -170,3 +170,115 @@ def test_chapters_do_not_redefine_bnref():
                         and node.name in public:
                     clashes.append(f"{path.relative_to(BOOK).as_posix()}: {node.name} (use {public[node.name]}.{node.name})")
     assert not clashes, f"chapters re-implement bnref: {clashes}"
+
+
+# --- Chapters before the algorithm chapter do not use batch normalization ---
+
+ALGORITHM_CHAPTER = "book/ch04_algorithm"
+# A code cell may use BN before the algorithm chapter only when it says so:
+# its `:tags:` line carries this tag, and the reader is pointed forward.
+FORWARD_REFERENCE_TAG = "forward-reference"
+BN_NAME = re.compile(r"batch_?norm", re.I)
+
+
+def _cell_tags(body):
+    """The tags in a MyST code cell's `:tags: [...]` header line, or an empty set."""
+    for line in body.splitlines():
+        if not line.startswith(":"):
+            break
+        match = re.match(r":tags:\s*\[(.*)\]", line)
+        if match:
+            return {tag.strip().strip("'\"") for tag in match.group(1).split(",")}
+    return set()
+
+
+def batch_norm_uses(markdown):
+    """Where a MyST chapter's code uses batch normalization outside a marked forward reference.
+
+    Counts: importing ``bnref.nn`` (or ``nn`` from ``bnref``), and any name or
+    attribute that spells batch norm (``BatchNorm1d``, ``nn.BatchNorm2d``,
+    ``F.batch_norm``, ``batchnorm_forward``, ``spatial_batchnorm_forward`` ...),
+    whether it is called, constructed or passed on (``norm=nn.BatchNorm1d``).
+
+    Returns:
+        ``["cell K, line L: what", ...]``, empty when the chapter is clean.
+    """
+    uses = []
+    for k, match in enumerate(CODE_CELL.finditer(markdown)):
+        body = match.group(2)
+        if FORWARD_REFERENCE_TAG in _cell_tags(body):
+            continue
+        tree = ast.parse(_cell_python(body))
+        for node in ast.walk(tree):
+            what = None
+            if isinstance(node, ast.Import):
+                what = next((f"import {a.name}" for a in node.names
+                             if a.name == "bnref.nn" or a.name.startswith("bnref.nn.")), None)
+            elif isinstance(node, ast.ImportFrom):
+                module = node.module or ""
+                if module == "bnref.nn" or module.startswith("bnref.nn."):
+                    what = f"from {module} import ..."
+                elif module == "bnref" and any(a.name == "nn" for a in node.names):
+                    what = "from bnref import nn"
+            if what is None:
+                name = node.id if isinstance(node, ast.Name) else (
+                    node.attr if isinstance(node, ast.Attribute) else None)
+                if isinstance(node, ast.alias):
+                    name = node.asname or node.name.rsplit(".", 1)[-1]
+                if name is not None and BN_NAME.search(name):
+                    what = name
+            if what is not None:
+                uses.append(f"cell {k}, line {getattr(node, 'lineno', '?')}: {what}")
+    return uses
+
+
+def _chapters_before_algorithm():
+    toc = _toc()
+    assert ALGORITHM_CHAPTER in toc, f"{ALGORITHM_CHAPTER} is not in {TOC.name}: {toc}"
+    return [_source(entry) for entry in toc[:toc.index(ALGORITHM_CHAPTER)]
+            if _source(entry) is not None and _source(entry).suffix == ".md"]
+
+
+def test_no_batch_norm_before_the_algorithm_chapter():
+    """Chapters before the one that defines BN neither import bnref.nn nor use a BN layer or function."""
+    chapters = _chapters_before_algorithm()
+    assert any(p.name.startswith("ch01") for p in chapters), f"chapter 1 not found before the algorithm: {chapters}"
+    found = {p.relative_to(ROOT).as_posix(): batch_norm_uses(p.read_text(encoding="utf-8")) for p in chapters}
+    found = {page: uses for page, uses in found.items() if uses}
+    assert not found, (f"batch norm is used before {ALGORITHM_CHAPTER} defines it (remove the use, or tag "
+                       f"the cell `{FORWARD_REFERENCE_TAG}` and point the reader forward): {found}")
+
+
+def _md_cell(code, tags=None):
+    header = f":tags: [{', '.join(tags)}]\n\n" if tags else ""
+    return f"Some prose.\n\n```{{code-cell}} ipython3\n{header}{code}\n```\n\nMore prose.\n"
+
+
+@pytest.mark.parametrize("code", [
+    "from bnref.nn import BatchNorm1d",
+    "import bnref.nn",
+    "import bnref.nn as bnn",
+    "from bnref import nn as bnn",
+    "from bnref.functional import batchnorm_forward",
+    "out, cache = bnref.functional.batchnorm_forward(x, g, b, {})",
+    "layer = torch.nn.BatchNorm1d(10)",
+    "model = make_mlp([4, 8, 2], norm=nn.BatchNorm1d)",
+    "y = F.batch_norm(x, None, None, training=True)",
+    "y = spatial_batchnorm_forward(x, g, b, {})",
+    "%matplotlib inline\nimport numpy as np\nfrom torch import nn\nbn = nn.BatchNorm2d(3)",
+])
+def test_batch_norm_checker_catches_uses(code):
+    """The checker flags every kind of BN use, each on its own, in an unmarked cell."""
+    assert batch_norm_uses(_md_cell(code)), f"the checker missed a batch-norm use: {code!r}"
+    assert batch_norm_uses(_md_cell(code, tags=["hide-input"])), f"a cell's other tags hid a use: {code!r}"
+
+
+def test_batch_norm_checker_accepts_clean_cells_and_forward_references():
+    """Ordinary code passes, and a BN use passes only in a cell tagged as a forward reference."""
+    clean = "import torch\nfrom torch import nn\nmodel = make_mlp([4, 8, 2], norm=None)\nx = nn.LayerNorm(3)"
+    assert batch_norm_uses(_md_cell(clean)) == []
+    bn = "from bnref.nn import BatchNorm1d\nbn = BatchNorm1d(4)"
+    assert batch_norm_uses(_md_cell(bn, tags=[FORWARD_REFERENCE_TAG, "hide-input"])) == []
+    assert len(batch_norm_uses(_md_cell(bn))) >= 2, "both the import and the construction should be reported"
+    # Prose that names batch norm is not code and is never flagged.
+    assert batch_norm_uses("Batch normalization, `BatchNorm1d`, comes in Chapter 4.\n") == []
