@@ -143,7 +143,7 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     """Drop-in for ``torch.nn.functional.batch_norm`` built on :class:`BatchNormFunction`.
 
     Args:
-        x: input of shape (N, C, *), floating point.
+        x: input of shape ``(N, C, *)``, floating point.
         running_mean, running_var: (C,) buffers or None; updated in place when
             ``training`` is true.
         weight, bias: (C,) scale and shift, or None.

@@ -69,8 +69,8 @@ def tiny_book(tmp_path):
         title="Uses values", code='from bnref.values import VALUE\nprint("value", VALUE)'))
     _write(tmp_path / "plain.md", NOTEBOOK.format(title="Plain", code="import math"))
     _write(tmp_path / "bnref" / "__init__.py", "")
-    _write(tmp_path / "bnref" / "values.py", "from .helper import ONE\nVALUE = ONE\n")
-    _write(tmp_path / "bnref" / "helper.py", "ONE = 1\n")
+    _write(tmp_path / "bnref" / "values.py", "from .base import ONE\nVALUE = ONE\n")
+    _write(tmp_path / "bnref" / "base.py", "ONE = 1\n")
     _write(tmp_path / "bnref" / "other.py", "OTHER = 1\n")
     _write(tmp_path / "requirements.txt", "numpy==1.0\n")
     return tmp_path
@@ -100,7 +100,7 @@ def test_a_package_change_re_executes_exactly_the_chapters_that_import_it(tiny_b
     assert built["uses_values"][0] == "1"
 
     # A change to a module the chapter imports through another one.
-    _write(tiny_book / "bnref" / "helper.py", "ONE = 2\n")
+    _write(tiny_book / "bnref" / "base.py", "ONE = 2\n")
     second = _build(tiny_book)
     assert second.returncode == 0, second.stdout + second.stderr
     rebuilt = _outputs(tiny_book)
@@ -115,7 +115,7 @@ def test_a_package_change_re_executes_exactly_the_chapters_that_import_it(tiny_b
     assert _outputs(tiny_book) == rebuilt
 
     # A change that breaks the chapter fails the build instead of keeping old outputs.
-    _write(tiny_book / "bnref" / "helper.py", "raise RuntimeError('broken helper')\n")
+    _write(tiny_book / "bnref" / "base.py", "raise RuntimeError('broken base')\n")
     fourth = _build(tiny_book)
     assert fourth.returncode != 0
     assert "uses_values" in fourth.stdout + fourth.stderr

@@ -36,7 +36,7 @@ import pathlib
 import re
 
 _FENCE = re.compile(r"^(`{3,}|~{3,})\{code-cell\}[^\n]*\n(.*?)^\1[ \t]*$", re.M | re.S)
-_OPTION_LINE = re.compile(r"^:[\w-]+:")
+_OPTION_LINE = re.compile(r"^:")
 MARKER = "# execution inputs:"
 
 
@@ -117,21 +117,21 @@ def dependency_files(modules, package_dir):
     """
     package_dir = pathlib.Path(package_dir)
     root, package = package_dir.parent, package_dir.name
-    seen, files, todo = set(), set(), list(modules)
-    while todo:
-        name = todo.pop()
+    seen, files, pending = set(), set(), list(modules)
+    while pending:
+        name = pending.pop()
         if name in seen:
             continue
         seen.add(name)
         parts = name.split(".")
-        todo.extend(".".join(parts[:i]) for i in range(1, len(parts)))
+        pending.extend(".".join(parts[:i]) for i in range(1, len(parts)))
         path = module_file(root, name)
         if path is None:  # a name imported from a module, not a module
             continue
         files.add(path)
         source = path.read_text(encoding="utf-8")
-        todo.extend(imported_modules(source, package))
-        todo.extend(_relative_imports(source, name, path.name == "__init__.py"))
+        pending.extend(imported_modules(source, package))
+        pending.extend(_relative_imports(source, name, path.name == "__init__.py"))
     return sorted(files)
 
 
