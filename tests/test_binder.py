@@ -17,6 +17,7 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import Version
+from requirement_files import pin, requirements
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 BINDER = REPO / "binder"
@@ -26,15 +27,7 @@ PROVIDED_BY_THE_SETUP_CELL = {"myst_nb", "IPython"}
 
 
 def _pins(path):
-    pins = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.split("#", 1)[0].strip()
-        if line and not line.startswith("-"):
-            req = Requirement(line)
-            (spec,) = req.specifier
-            assert spec.operator == "==", f"{path.name}: {req} is not pinned"
-            pins[canonicalize_name(req.name)] = Version(spec.version)
-    return pins
+    return {name: pin(req) for name, req in requirements(path).items()}
 
 
 def test_python_version_is_pinned_and_allowed_by_the_package():

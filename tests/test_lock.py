@@ -11,25 +11,10 @@ import re
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
+from requirement_files import pin as _pin
+from requirement_files import requirements as _requirements
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-
-
-def _requirements(path):
-    """{canonical name: Requirement} of a requirements file (comments and options dropped)."""
-    found = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.split("#", 1)[0].strip()
-        if line and not line.startswith("-"):
-            req = Requirement(line)
-            found[canonicalize_name(req.name)] = req
-    return found
-
-
-def _pin(req):
-    (spec,) = req.specifier
-    assert spec.operator == "==", f"{req} is not pinned with =="
-    return Version(spec.version)
 
 
 def test_lock_is_written_by_make_lock():
