@@ -158,3 +158,19 @@ def test_every_chapter_of_the_book_imports_bnref():
         for cell in ei.code_cells(text):
             modules |= ei.imported_modules(cell, "bnref")
         assert ei.is_notebook(text) and modules, f"{path.name} imports nothing from bnref"
+
+
+def test_a_data_folder_counts_with_every_file_in_it(tmp_path):
+    """Chapter 10's benchmark records: a new record in the folder is a new input."""
+    package = tmp_path / "bnref"
+    _write(package / "__init__.py", "")
+    results = tmp_path / "results"
+    chapter = "```{code-cell} ipython3\nimport math\n```\n"
+    missing = ei.inputs_hash(chapter, package, [results])
+    _write(results / "a.json", "{}")
+    one = ei.inputs_hash(chapter, package, [results])
+    _write(results / "b.json", "{}")
+    assert len({missing, one, ei.inputs_hash(chapter, package, [results])}) == 3
+    config = yaml.safe_load((REPO / "_config.yml").read_text(encoding="utf-8"))
+    assert config["sphinx"]["config"]["execution_inputs_per_doc"] == {
+        "book/ch10_gpu": ["benchmarks/results"]}
