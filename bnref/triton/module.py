@@ -1,6 +1,7 @@
 """The Triton kernels as an autograd Function, a functional wrapper and a module."""
 
 import torch
+from torch.autograd.function import once_differentiable
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from bnref.triton.ops import batch_norm_backward, batch_norm_eval, batch_norm_train
@@ -14,6 +15,8 @@ class BatchNormFunction(torch.autograd.Function):
     ``BatchNormFunction.apply(x, weight, bias, running_mean, running_var,
     training, momentum, eps)``; weight, bias and the running statistics may be
     None (the running statistics are required when ``training`` is False).
+    The backward runs kernels that autograd cannot see, so it is not itself
+    differentiable: a double backward raises instead of returning zeros.
     """
 
     @staticmethod
@@ -30,6 +33,7 @@ class BatchNormFunction(torch.autograd.Function):
         return y
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, dy):
         x, weight, mean, invstd = ctx.saved_tensors
         if ctx.training:
