@@ -675,3 +675,97 @@ def partial_batchnorm1d(center=True, scale=True, affine=True, momentum=0.1, eps=
             return out * self.weight + self.bias
 
     return PartialBatchNorm1d
+
+
+# --- Helpers for the chapters on training and on why batch norm works ---
+
+def init_glorot_(model, gain=1.0, seed=0):
+    """Glorot-uniform ``nn.Linear`` weights scaled by ``gain``, in place; biases become zero.
+
+    Weights are drawn from ``U(-a, a)`` with ``a = gain * sqrt(6 / (fan_in + fan_out))``
+    (Glorot and Bengio's normalized initialization). ``gain=4`` suits sigmoid,
+    whose slope at zero is 1/4.
+
+    Returns:
+        ``model``.
+    """
+    import torch
+    from torch import nn
+
+    if not gain > 0:
+        raise ValueError(f"gain must be a positive number, got {gain!r}")
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for layer in model.modules():
+            if isinstance(layer, nn.Linear):
+                bound = gain * (6.0 / (layer.in_features + layer.out_features)) ** 0.5
+                layer.weight.uniform_(-bound, bound, generator=gen)
+                if layer.bias is not None:
+                    layer.bias.zero_()
+    return model
+
+
+def top_hessian_eigenvalue(model, X, y, iters=20, seed=0):
+    """Largest eigenvalue of the Hessian of the cross-entropy on ``(X, y)``.
+
+    Power iteration on Hessian-vector products (double backward through
+    ``torch.autograd``), over all parameters that require gradients. Power
+    iteration finds the eigenvalue of largest magnitude; when that one is
+    negative, a second run on ``H - lambda I`` finds the largest (positive)
+    one, the eigenvalue that limits gradient descent's step (``lr < 2 / lambda``).
+    The model runs in training mode, so batch-norm layers use the statistics
+    of ``X``; their running statistics and the model's mode are restored.
+
+    Args:
+        model: a ``torch.nn.Module`` producing logits, twice differentiable
+            (``torch.nn.BatchNorm1d``, not ``bnref.nn``'s, whose hand-written
+            backward is differentiable once).
+        X, y: the batch that defines the loss.
+        iters: power-iteration steps (per run).
+        seed: seeds the random starting vector.
+
+    Returns:
+        The Rayleigh quotient ``v^T H v`` of the last unit vector ``v``, a float.
+    """
+    import torch
+    from torch import nn
+
+    from bnref.nn import BatchNormFunction
+
+    if not (isinstance(iters, int) and iters >= 1):
+        raise ValueError(f"iters must be a positive int, got {iters!r}")
+    once = [type(m).__name__ for m in model.modules() if type(m).__module__ == "bnref.nn"]
+    if once:
+        raise ValueError(f"model must be twice differentiable, got bnref.nn layers {once} "
+                         f"(their backward, {BatchNormFunction.__name__}, is differentiable once); "
+                         "use torch.nn.BatchNorm1d/2d for Hessians")
+    params = [p for p in model.parameters() if p.requires_grad]
+    buffers = {k: b.clone() for k, b in model.named_buffers()}
+    was_training = model.training
+    model.train()
+    try:
+        loss = nn.functional.cross_entropy(model(X), y)
+        grads = torch.autograd.grad(loss, params, create_graph=True)
+        gen = torch.Generator().manual_seed(seed)
+        start = [torch.randn(p.shape, generator=gen, dtype=p.dtype) for p in params]
+
+        def power_iteration(shift):
+            v, rayleigh = start, 0.0
+            for _ in range(iters):
+                norm = torch.sqrt(sum((u * u).sum() for u in v))
+                v = [u / norm for u in v]
+                Hv = torch.autograd.grad(grads, params, grad_outputs=v, retain_graph=True)
+                Hv = [h.detach() - shift * u for h, u in zip(Hv, v)]      # (H - shift I) v
+                rayleigh = float(sum((h * u).sum() for h, u in zip(Hv, v)))
+                v = Hv
+            return rayleigh + shift
+
+        top = power_iteration(0.0)
+        if top < 0:
+            top = power_iteration(top)
+    finally:
+        with torch.no_grad():
+            for k, b in model.named_buffers():
+                b.copy_(buffers[k])
+        model.train(was_training)
+    return top
