@@ -15,7 +15,7 @@ bnref.triton's result is checked against ``F.batch_norm`` (as in llm.c's
 dev/cuda: check, then time).
 
     python benchmarks/gpu_bn.py                # GPU: table + benchmarks/results/<device>.json
-    python benchmarks/gpu_bn.py --markdown     # the table as Markdown (for the issue note)
+    python benchmarks/gpu_bn.py --markdown     # the table as Markdown (for a report)
     python benchmarks/gpu_bn.py --dry-run      # no GPU: tiny CPU shapes through the interpreter
     python benchmarks/gpu_bn.py --compile-only # no GPU: compile every kernel for sm_90
     python benchmarks/gpu_bn.py --sweep        # GPU: try tile sizes, warps and programs per SM

@@ -35,7 +35,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 # Sphinx's default MathJax 3 address; the route below serves it locally.
 MATHJAX_CDN = "https://cdn.jsdelivr.net/npm/mathjax@3/es5/"
 
-# The two errors that upstream Jupyter Book 1 logs (see CHECKED_FACTS), as
+# The two errors that upstream Jupyter Book 1 logs, as
 # recorded below, matched exactly: sphinx-thebe declares a global twice (an
 # uncaught exception), and pydata-sphinx-theme logs an empty theme mode.
 ALLOWED_CONSOLE_ERRORS = {

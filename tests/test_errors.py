@@ -1,6 +1,6 @@
 """Bad input fails with a ValueError naming the argument, what arrived and what was expected.
 
-One row per (public function, bad input) from issue 2's list: wrong ``x.ndim``,
+One row per (public function, bad input) from the list of bad inputs: wrong ``x.ndim``,
 ``gamma``/``beta`` not matching the features, unknown ``mode``, integer dtype,
 one value per channel in train mode, ``G`` not dividing ``C``; plus the
 checks of bnref.nn's modules and bnref.fold's layer pairs.
