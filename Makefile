@@ -49,3 +49,30 @@ test: book mathjax
 
 clean:
 	rm -rf _build
+
+# The course on a local JupyterHub (hub/hub.py, book/assignments/hub.md):
+# `make hub` prints the URL and the generated passwords, `make hub-stop`
+# ends it and keeps the course directory. JupyterHub comes from PyPI
+# (hub/requirements.txt), its proxy from npm (hub/package.json).
+HUB_STAMP := $(VENV)/.hub-installed
+HUB_NPM   := $(VENV)/hub-npm
+
+.PHONY: hub hub-stop hub-install test-hub
+
+hub-install: $(HUB_STAMP)
+
+$(HUB_STAMP): $(STAMP) hub/requirements.txt hub/package.json
+	$(BIN)/python -m pip install --quiet -r hub/requirements.txt -c constraints.txt
+	mkdir -p $(HUB_NPM) && cp hub/package.json hub/package-lock.json $(HUB_NPM)/
+	npm ci --prefix $(HUB_NPM) --no-audit --no-fund --silent
+	touch $@
+
+hub: hub-install
+	$(BIN)/python hub/hub.py start
+
+hub-stop:
+	$(BIN)/python hub/hub.py stop
+
+# The browser walk through one assignment on a hub of its own (tests/test_hub.py).
+test-hub: hub-install
+	$(BIN)/python -m pytest tests/test_hub.py
