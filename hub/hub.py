@@ -83,15 +83,15 @@ def _ensure_account(name):
         return user
 
 
-def _configure_account(user, nbgrader_config):
-    """nbgrader and JupyterLab settings in the account's ~/.jupyter, owned by it."""
-    jupyter = Path(user.pw_dir) / ".jupyter"
+def _configure_account(home, nbgrader_config, user=None):
+    """nbgrader and JupyterLab settings in ``home/.jupyter``, owned by ``user``."""
+    jupyter = Path(home) / ".jupyter"
     files = {"nbgrader_config.py": nbgrader_config}
     files.update({f"lab/user-settings/{rel}": json.dumps(v) for rel, v in LAB_SETTINGS.items()})
     for rel, text in files.items():
         (jupyter / rel).parent.mkdir(parents=True, exist_ok=True)
         (jupyter / rel).write_text(text)
-    if os.geteuid() == 0:
+    if user is not None:
         _run("chown", "-R", f"{user.pw_uid}:{user.pw_gid}", str(jupyter))
 
 
@@ -232,11 +232,11 @@ def prepare():
     if as_root:
         for name in names:
             user = _ensure_account(name)
-            _configure_account(user, instructor_config if name == instructor else student_config)
+            _configure_account(user.pw_dir, instructor_config if name == instructor else student_config,
+                               user)
     else:
-        me = pwd.getpwuid(os.getuid())
         demo_home.mkdir(exist_ok=True)
-        _configure_account(me._replace(pw_dir=str(demo_home)), instructor_config)
+        _configure_account(demo_home, instructor_config)
 
     state = {
         "port": port, "state_dir": str(state_dir), "course_dir": str(course),
@@ -265,12 +265,13 @@ def start():
     if shutil.which("jupyterhub", path=str(VENV / "bin")) is None:
         raise SystemExit(f"jupyterhub not found in {VENV / 'bin'}; run `make hub-install`")
     t0 = time.monotonic()
+    pid_file = _settings()[0] / "state" / "jupyterhub.pid"
+    if pid_file.exists() and _alive(int(pid_file.read_text())):
+        raise SystemExit(f"a hub from {pid_file.parent} is already running "
+                         f"(pid {pid_file.read_text()}); "
+                         "`make hub-stop` ends it")
     state, passwords = prepare()
     state_dir = Path(state["state_dir"])
-    pid_file = state_dir / "jupyterhub.pid"
-    if pid_file.exists() and _alive(int(pid_file.read_text())):
-        raise SystemExit(f"a hub from {state_dir} is already running (pid {pid_file.read_text()}); "
-                         "`make hub-stop` ends it")
     env = dict(os.environ, BN_HUB_STATE=str(state_dir / "hub.json"),
                PATH=os.pathsep.join([str(VENV / "bin"), os.environ.get("PATH", "/usr/bin:/bin")]))
     log = open(state_dir / "jupyterhub.log", "ab")
