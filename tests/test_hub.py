@@ -207,6 +207,12 @@ def hub():
         shutil.rmtree(root, ignore_errors=True)
 
 
+try:
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+except ImportError:  # the browser fixture skips with the reason
+    PlaywrightTimeout = TimeoutError
+
+
 @pytest.fixture(scope="module")
 def browser():
     sync_api = pytest.importorskip("playwright.sync_api",
@@ -427,6 +433,24 @@ class KernelWatch:
         self._thread.join()
 
 
+def _give_points(page, cell):
+    """Type a hand-graded cell's points into the Formgrader; wait until it saved them."""
+    box = page.locator(f"input.score#{cell['grade_id']}")
+    box.wait_for(timeout=SLOW_MS)
+    saved = lambda r: "/api/grade/" in r.url and r.request.method == "PUT"
+    for _ in range(10):  # typed before the page's script listens: nothing is sent
+        try:
+            with page.expect_response(saved, timeout=10_000) as response:
+                box.fill("")
+                box.fill(str(cell["points"]))
+                box.press("Tab")  # a change saves the score
+            assert response.value.ok, f"saving the score failed: HTTP {response.value.status}"
+            return
+        except PlaywrightTimeout:
+            continue
+    raise AssertionError(f"the Formgrader never saved the score of {cell['grade_id']}")
+
+
 # ---------------------------------------------------------------- the walk
 
 
@@ -517,11 +541,7 @@ def _walk(hub, browser):
         url = href if href.startswith("http") else f"{hub['base']}{href}"
         page.goto(url)
         for m in manual:
-            box = page.locator(f"input.score#{m['grade_id']}")
-            box.wait_for(timeout=SLOW_MS)
-            box.fill(str(m["points"]))
-            box.press("Tab")  # a change saves the score
-        page.wait_for_timeout(1500)
+            _give_points(page, m)
         page.goto(url)  # the saved scores, as the formgrader shows them again
         for m in manual:
             box = page.locator(f"input.score#{m['grade_id']}")
