@@ -94,7 +94,7 @@ def test_init_glorot_bounds_and_variance():
     assert float(w.abs().max()) > 0.99 * bound
     # U(-a, a) has variance a^2 / 3
     assert float(w.var()) == pytest.approx(bound ** 2 / 3, rel=0.02)
-    assert float(lin.bias.abs().max()) == 0.0
+    assert float(lin.bias.detach().abs().max()) == 0.0
 
 
 def test_init_glorot_rejects_bad_gain():
