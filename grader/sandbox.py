@@ -294,6 +294,10 @@ class SandboxKernelManager(AsyncKernelManager):
     cleanup_resources = _async_cleanup_resources
 
 
+#: The Execute preprocessor that grades in the sandbox, by import path.
+SANDBOXED_EXECUTE = "grader.sandbox_execute.SandboxedExecute"
+
+
 def enabled(c):
     """Whether the config (or NBGRADER_SANDBOX) leaves the sandbox on."""
     if os.environ.get("NBGRADER_SANDBOX", "").lower() in ("0", "off", "false", "no"):
@@ -313,8 +317,6 @@ def configure(c):
     from nbgrader.converters.autograde import Autograde
     from nbgrader.preprocessors import Execute
 
-    from grader.sandbox_execute import SandboxedExecute
-
     if not enabled(c):
         return
     if "autograde" in sys.argv[1:2]:
@@ -324,5 +326,7 @@ def configure(c):
             raise SystemExit(f"nbgrader autograde refused to start: {err}") from None
     current = c.Autograde.autograde_preprocessors if "autograde_preprocessors" in c.Autograde \
         else Autograde.class_traits()["autograde_preprocessors"].make_dynamic_default()
+    # By name: nbconvert imports it when it registers the preprocessor, and
+    # grader.sandbox_execute (which imports this module) is not imported here.
     c.Autograde.autograde_preprocessors = [
-        SandboxedExecute if pp is Execute else pp for pp in current]
+        SANDBOXED_EXECUTE if pp is Execute else pp for pp in current]

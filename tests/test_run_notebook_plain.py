@@ -39,8 +39,9 @@ def test_a3_solution_passes_and_release_fails_its_tests():
     released = run_tool(REPO / "assignments" / A3)
     assert released.returncode == 1
     failed = [line for line in released.stdout.splitlines() if "FAILED" in line]
+    # Without a GPU the release's bandwidth cell only says that it measured nothing.
     assert [line.split("(")[1].split(")")[0] for line in failed] == [
-        "bn_stats", "bn_forward", "bn_backward", "bn_bandwidth"]
+        "bn_stats", "bn_forward", "bn_backward"] + (["bn_bandwidth"] if torch.cuda.is_available() else [])
     assert all("NotImplementedError" in line for line in failed)
 
 

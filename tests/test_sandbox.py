@@ -28,6 +28,8 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+from _nbgrader import nbgrader as run_nbgrader  # noqa: E402
 from grader.sandbox import Sandbox, bwrap_command, kernel_uid  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -97,12 +99,7 @@ def source_notebook():
 
 
 def nbgrader(*args, cwd, check=True, env=None):
-    env = env or dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}")
-    result = subprocess.run([str(BIN / "nbgrader"), *args], cwd=cwd, env=env,
-                            capture_output=True, text=True, timeout=150)
-    if check and result.returncode != 0:
-        raise AssertionError(f"nbgrader {' '.join(args)} failed:\n{result.stderr[-12000:]}")
-    return result
+    return run_nbgrader(*args, cwd=cwd, env=env, check=check, timeout=150)
 
 
 def tree_hashes(root):
@@ -349,3 +346,17 @@ def test_bwrap_binds_gpu_nodes_and_lifts_the_address_space_limit_only_with_a_gpu
     assert binds == nodes and "--as=unlimited" in with_gpu
     assert f"--as={64 << 30}" in command(nodes, gpu_memory_bytes=64 << 30)
     assert "--dev-bind" not in command(nodes, gpu=False)
+
+
+def test_grader_modules_import_without_cycles():
+    """Each grader module imports on its own, and grader.sandbox imports no other grader module."""
+    import ast
+
+    for path in sorted((REPO / "grader").glob("*.py")):
+        done = subprocess.run([sys.executable, "-c", f"import grader.{path.stem}"], cwd=REPO,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, f"grader.{path.stem}: {done.stderr[-2000:]}"
+    tree = ast.parse((REPO / "grader" / "sandbox.py").read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module} | {
+        a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not {m for m in imported if m.startswith("grader")}, imported
