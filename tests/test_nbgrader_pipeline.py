@@ -280,6 +280,7 @@ def check_feedback(course, assignment, notebook, students):
         assert "BEGIN HIDDEN TESTS" not in html and "forbid_reference" not in html and "default_rng()" not in html, \
             f"the feedback of {student} shows hidden test code"
         assert "hidden tests ran here" in html
+        assert "**Rubric" not in html and "Model answer" not in html, f"the feedback of {student} shows a rubric"
 
 
 def hidden_outputs(course, assignment, notebook, student):
