@@ -49,8 +49,10 @@ c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedE
 
 # Grading: a cell that runs longer than this scores 0 and the rest of the
 # notebook is graded. In the sandbox (below) the kernel is killed rather than
-# interrupted (student code can catch an interrupt); a fresh kernel replays the
-# cells that ran cleanly and grading goes on with the next cell.
+# interrupted (student code can catch an interrupt); a fresh kernel replays
+# every earlier code cell except those that killed a kernel (cells that raised
+# are replayed too, since they may define names later cells need) and grading
+# goes on with the next cell.
 c.ExecutePreprocessor.timeout = 60
 c.Execute.timeout = 60
 # A deleted test cell is put back (and graded) from the gradebook's copy.
@@ -61,6 +63,13 @@ c.Autograde.sanitize_preprocessors = [
     for p in Autograde.class_traits()["sanitize_preprocessors"].default()
 ]
 c.OverwriteCells.add_missing_cells = True
+
+# Hidden tests draw their cases from one seed per grading run, drawn here from
+# fresh entropy and printed by each hidden test; GRADER_SEED=<seed> in the
+# environment regrades with the same cases (grader/hidden.py).
+import grader.hidden  # noqa: E402
+
+grader.hidden.ensure_grading_seed()
 
 # Feedback shows each test's verdict and message, never hidden test code.
 c.GenerateFeedback.preprocessors = [GetGrades, HideHiddenTests, CSSHTMLHeaderPreprocessor]

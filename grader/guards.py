@@ -24,7 +24,9 @@ _BNREF_FILES = ("functional.py", "nn.py", "fold.py")
 #: What each kind of reference covers, in the message a student reads.
 KINDS = {
     "bnref": "the reference package (bnref.functional, bnref.nn, bnref.fold)",
-    "torch_bn": "PyTorch's batch norm (torch.nn.functional.batch_norm, torch.nn.BatchNorm*)",
+    "torch_bn": "PyTorch's normalization routines (torch.nn.functional.batch_norm, layer_norm, "
+                "group_norm, instance_norm, torch.nn.BatchNorm*)",
+    "torch": "PyTorch (any torch function, autograd included)",
     "autograd": "autograd (torch.autograd.grad, Tensor.backward, torch.func)",
     "bnref_triton": "the reference Triton kernels (bnref.triton)",
 }
@@ -52,9 +54,10 @@ def _matcher(kinds):
     if "bnref" in kinds and bnref_dir:
         files |= {os.path.join(bnref_dir, f) for f in _BNREF_FILES}
     if "torch_bn" in kinds:
-        c_names |= {"batch_norm", "instance_norm"}
+        c_names |= {"batch_norm", "instance_norm", "layer_norm", "group_norm"}
         if torch_dir:
-            files.add(os.path.join(torch_dir, "nn", "modules", "batchnorm.py"))
+            files |= {os.path.join(torch_dir, "nn", "modules", f) for f in ("batchnorm.py", "normalization.py",
+                                                                           "instancenorm.py")}
     if "bnref_triton" in kinds and bnref_dir:
         triton_dir = os.path.join(bnref_dir, "triton")
         if os.path.isdir(triton_dir):
@@ -64,8 +67,12 @@ def _matcher(kinds):
         c_names.add("run_backward")
         files.add(os.path.join(torch_dir, "autograd", "functional.py"))
 
+    any_torch = "torch" in kinds and torch_dir
+
     def forbidden(filename, name):
         if filename in files:
+            return True
+        if any_torch and filename.startswith(torch_dir + os.sep):
             return True
         if torch_dir and filename.startswith(torch_dir):
             if any(c in name for c in c_names if c != "run_backward"):
@@ -88,7 +95,7 @@ def forbid_reference(*kinds, namespace=None, replace=None):
     """Run the block; fail it if the code inside called a forbidden reference.
 
     Args:
-        *kinds: any of ``"bnref"``, ``"torch_bn"``, ``"autograd"``.
+        *kinds: any of the keys of :data:`KINDS`.
         namespace: the student's globals (``globals()`` in the notebook), where
             ``replace`` puts its stand-ins.
         replace: ``{name: object}`` set in ``namespace`` for the block and
@@ -120,6 +127,8 @@ def forbid_reference(*kinds, namespace=None, replace=None):
             name = getattr(arg, "__name__", "") or ""
             if any(c in name for c in c_names):
                 calls.append(name)
+            elif "torch" in kinds and _is_torch_builtin(arg):
+                calls.append(f"torch.{name}")
 
     previous = sys.getprofile()
     try:
@@ -142,6 +151,14 @@ def forbid_reference(*kinds, namespace=None, replace=None):
             f"this part must be implemented without {what}; "
             f"your code called {', '.join(public or sorted(set(calls)))}"
         )
+
+
+def _is_torch_builtin(function):
+    """Whether a C function belongs to torch (``torch.tensor``, ``Tensor.sum``, ...)."""
+    module = getattr(function, "__module__", None) or ""
+    owner = getattr(function, "__self__", None)
+    owner_module = getattr(type(owner), "__module__", "") or "" if owner is not None else ""
+    return module.split(".")[0] == "torch" or owner_module.split(".")[0] == "torch"
 
 
 # --- stand-ins for the student's own helpers (A1) -------------------------
@@ -236,3 +253,62 @@ def trusted_bn_stats(x):
     mean = xd.mean(dim=0)
     var = ((xd - mean) ** 2).mean(dim=0)
     return mean.float(), var.float()
+
+
+# --- A3: arithmetic inside Triton kernels only ----------------------------
+
+#: What a Triton wrapper may do with torch: allocate, read shapes and launch.
+WRAPPER_ALLOWED = frozenset({
+    "empty", "empty_like", "empty_strided", "zeros", "zeros_like", "ones", "ones_like", "full", "full_like",
+    "new_empty", "new_zeros", "new_ones", "new_full", "size", "stride", "numel", "nelement", "dim",
+    "ndimension", "is_contiguous", "contiguous", "data_ptr", "element_size", "storage_offset", "get_device",
+    "is_floating_point", "untyped_storage", "__get__", "__len__", "__repr__", "__format__", "__hash__",
+    "view", "reshape", "to", "cuda", "__getitem__",
+})
+
+
+class ArithmeticOutsideKernels(AssertionError):
+    """Raised when a Triton wrapper computed with torch instead of in a kernel."""
+
+
+@contextlib.contextmanager
+def kernels_only():
+    """Run the block; fail it if the student's own code did arithmetic with torch.
+
+    A torch call counts when the nearest caller outside torch is neither Triton
+    (its interpreter moves data with torch) nor this module (the stand-ins).
+    Allowed: :data:`WRAPPER_ALLOWED` (allocation, shapes, views, launches).
+    """
+    import torch
+    from torch.overrides import TorchFunctionMode
+
+    torch_dir, triton_dir = _package_dir("torch"), _package_dir("triton")
+    skip = tuple(d + os.sep for d in (torch_dir,) if d)
+    trusted = tuple(d + os.sep for d in (triton_dir,) if d)
+    calls = []
+
+    def student_caller():
+        frame = sys._getframe(2)
+        while frame is not None:
+            name = frame.f_code.co_filename
+            if name == _HERE or name.startswith(trusted):
+                return False
+            if not (name.startswith(skip) or "torch/overrides" in name):
+                return True
+            frame = frame.f_back
+        return False
+
+    class Watch(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            name = getattr(func, "__name__", "") or ""
+            if name not in WRAPPER_ALLOWED and student_caller():
+                calls.append(name)
+            return func(*args, **(kwargs or {}))
+
+    with Watch():
+        yield calls
+    if calls:
+        raise ArithmeticOutsideKernels(
+            "this part's arithmetic must run inside @triton.jit kernels; the wrapper may only allocate "
+            f"tensors, read shapes and launch kernels, but your code called torch's {', '.join(sorted(set(calls)))}"
+        )

@@ -37,8 +37,6 @@ from jupyter_client.manager import AsyncKernelManager
 from traitlets import Bool, Integer, List, Unicode
 from traitlets.config import Configurable
 
-from grader import gpu
-
 INSTALL_HINT = (
     "The grading sandbox needs bubblewrap (the `bwrap` command). Install it with\n"
     "    sudo apt-get install -y bubblewrap      (Debian/Ubuntu)\n"
@@ -53,9 +51,8 @@ INSTALL_HINT = (
 # Environment variables the kernel may inherit; everything else (tokens,
 # credentials, the instructor's paths) stays outside.
 ENV_KEEP = ("PATH", "LANG", "LANGUAGE", "TZ", "TERM", "MPLBACKEND", "TRITON_INTERPRET",
-            "CUDA_VISIBLE_DEVICES",
             "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "PYTHONHASHSEED",
-            "PYTHONPATH")
+            "PYTHONPATH", "GRADER_SEED")  # GRADER_SEED: a regrade's seed (grader/hidden.py)
 
 
 class SandboxUnavailable(RuntimeError):
@@ -79,12 +76,43 @@ class Sandbox(Configurable):
                   "fresh uid per kernel from [10**9, 10**9 + 2**24), a uid that owns no files "
                   "and whose process count (RLIMIT_NPROC) no other kernel shares.").tag(config=True)
     extra_ro_paths = List(Unicode(), help="More host paths to bind read-only at the same place.").tag(config=True)
-    gpu = Unicode("auto", help="'auto': bind the NVIDIA device nodes CUDA needs (grader/gpu.py) "
-                  "when the driver lists a GPU; 'off': never.").tag(config=True)
-    gpu_memory_bytes = Integer(0, help="RLIMIT_AS of a kernel that has the GPU; 0: none. CUDA "
-                               "reserves virtual address space far beyond the machine's memory "
-                               "when it initializes, so the usual 4 GiB cap would make every "
-                               "CUDA call fail.").tag(config=True)
+    gpu = Bool(True, help="Bind the device nodes of the NVIDIA GPUs the driver lists, and no "
+               "other node of /dev (see cuda_device_nodes).").tag(config=True)
+    gpu_memory_bytes = Integer(0, help="RLIMIT_AS of the kernel when a GPU is bound; 0 lifts it. "
+                               "CUDA's initialization reserves virtual address space for unified "
+                               "memory far beyond what the kernel uses, so memory_bytes would make it "
+                               "fail.").tag(config=True)
+
+
+#: Control nodes the CUDA runtime opens besides one /dev/nvidiaN per GPU.
+NVIDIA_CONTROL_NODES = ("nvidiactl", "nvidia-uvm", "nvidia-uvm-tools")
+
+
+def cuda_device_nodes(dev_dir="/dev", driver_dir="/proc/driver/nvidia/gpus"):
+    """The device nodes a CUDA program needs, from the driver's own list of GPUs.
+
+    The NVIDIA driver lists each GPU under ``driver_dir/<PCI address>/information``
+    with a line ``Device Minor: N``; its node is ``dev_dir/nvidiaN``. To those the
+    runtime adds the control nodes in :data:`NVIDIA_CONTROL_NODES`. Only nodes
+    that exist are returned, and nothing else from ``dev_dir``: no GPU the driver
+    does not list, no display (``nvidia-modeset``) or other device. No driver,
+    no nodes.
+    """
+    minors = set()
+    if os.path.isdir(driver_dir):
+        for gpu in sorted(os.listdir(driver_dir)):
+            info = os.path.join(driver_dir, gpu, "information")
+            if not os.path.isfile(info):
+                continue
+            with open(info) as f:
+                for line in f:
+                    key, _, value = line.partition(":")
+                    if key.strip() == "Device Minor" and value.strip().isdigit():
+                        minors.add(int(value))
+    if not minors:
+        return []
+    names = list(NVIDIA_CONTROL_NODES) + [f"nvidia{m}" for m in sorted(minors)]
+    return [os.path.join(dev_dir, n) for n in names if os.path.exists(os.path.join(dev_dir, n))]
 
 
 @functools.lru_cache(maxsize=None)  # once per grading process, not per kernel
@@ -194,9 +222,10 @@ def bwrap_command(settings, kernel_cmd, *, cwd, ipc_dir, uid, bwrap_path="bwrap"
     """
     namespaces, drop = _namespace_args(settings, uid)
     args = [bwrap_path] + namespaces + ["--proc", "/proc", "--dev", "/dev"]
-    gpu_nodes = gpu.cuda_device_nodes() if settings.gpu == "auto" else []
-    args += gpu.bwrap_args(gpu_nodes)
-    memory_bytes = settings.gpu_memory_bytes if gpu_nodes else settings.memory_bytes
+    gpu_nodes = cuda_device_nodes() if settings.gpu else []
+    for node in gpu_nodes:
+        args += ["--dev-bind", node, node]
+    address_space = settings.gpu_memory_bytes if gpu_nodes else settings.memory_bytes
     args += _system_binds()
     # /dev/shm too: multiprocessing's semaphores (joblib, torch DataLoader) live there.
     for scratch in ("/tmp", "/dev/shm"):
@@ -224,7 +253,7 @@ def bwrap_command(settings, kernel_cmd, *, cwd, ipc_dir, uid, bwrap_path="bwrap"
              "--setenv", "MPLCONFIGDIR", "/tmp/.matplotlib", "--setenv", "TMPDIR", "/tmp", "--"]
     # prlimit runs inside, after the uid switch: hard limits the kernel
     # cannot raise again.
-    args += drop + ["/usr/bin/prlimit", f"--as={memory_bytes or 'unlimited'}",
+    args += drop + ["/usr/bin/prlimit", f"--as={address_space or 'unlimited'}",
                     f"--cpu={settings.cpu_seconds}", f"--nproc={settings.max_processes}",
                     f"--fsize={settings.file_bytes}", "--core=0", "--"]
     return args + list(kernel_cmd)
@@ -265,6 +294,10 @@ class SandboxKernelManager(AsyncKernelManager):
     cleanup_resources = _async_cleanup_resources
 
 
+#: The Execute preprocessor that grades in the sandbox, by import path.
+SANDBOXED_EXECUTE = "grader.sandbox_execute.SandboxedExecute"
+
+
 def enabled(c):
     """Whether the config (or NBGRADER_SANDBOX) leaves the sandbox on."""
     if os.environ.get("NBGRADER_SANDBOX", "").lower() in ("0", "off", "false", "no"):
@@ -284,8 +317,6 @@ def configure(c):
     from nbgrader.converters.autograde import Autograde
     from nbgrader.preprocessors import Execute
 
-    from grader.sandbox_execute import SandboxedExecute
-
     if not enabled(c):
         return
     if "autograde" in sys.argv[1:2]:
@@ -295,5 +326,7 @@ def configure(c):
             raise SystemExit(f"nbgrader autograde refused to start: {err}") from None
     current = c.Autograde.autograde_preprocessors if "autograde_preprocessors" in c.Autograde \
         else Autograde.class_traits()["autograde_preprocessors"].make_dynamic_default()
+    # By name: nbconvert imports it when it registers the preprocessor, and
+    # grader.sandbox_execute (which imports this module) is not imported here.
     c.Autograde.autograde_preprocessors = [
-        SandboxedExecute if pp is Execute else pp for pp in current]
+        SANDBOXED_EXECUTE if pp is Execute else pp for pp in current]

@@ -5,8 +5,10 @@ Three things nbgrader's own ``Execute`` does not do:
 * it starts kernels through :class:`grader.sandbox.SandboxKernelManager`;
 * a kernel that dies (``os._exit``, a resource limit, a signal) or a cell that
   runs past the timeout costs only that cell: the cell gets an error output
-  (so its tests score 0), a fresh sandboxed kernel replays the cells before it
-  that ran cleanly, and grading goes on with the next cell;
+  (so its tests score 0), a fresh sandboxed kernel replays every code cell
+  before it except those that killed a kernel (a cell that raised is replayed
+  too: it may define names later cells need), and grading goes on with the
+  next cell;
 * output is capped per cell in bytes, while it arrives, so a cell printing
   a gigabyte neither fills the grader's memory nor the autograded notebook.
 """

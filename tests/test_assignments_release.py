@@ -98,3 +98,53 @@ def test_book_page_links_follow_the_repository_url(assignment):
     assert f"<../../{release}>" in page and (REPO / release).is_file()
     for link in re.findall(r"https://github\.com/[^\s)]+", page):
         assert link.startswith(url + "/"), f"{link} does not point into {url}"
+
+
+def _meta(cell):
+    return cell["metadata"].get("nbgrader", {})
+
+
+def _source(cell):
+    return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_hand_graded_cells_have_prompt_rubric_and_model_answer(assignment):
+    """Each hand-graded answer has its prompt in a locked cell above it; solutions/
+    holds a model answer and a rubric in the answer cell, which the release replaces
+    by the bare stub (so neither reaches students, in the release or in feedback)."""
+    solution = json.loads((REPO / "solutions" / assignment / f"{assignment}.ipynb").read_text())["cells"]
+    release = json.loads((REPO / "assignments" / assignment / f"{assignment}.ipynb").read_text())["cells"]
+    by_id = {_meta(c).get("grade_id"): c for c in release if _meta(c)}
+    answers = [i for i, c in enumerate(solution) if _meta(c).get("grade") and _meta(c).get("solution")]
+    for i in answers:
+        cell, prompt = solution[i], solution[i - 1]
+        gid = _meta(cell)["grade_id"]
+        assert cell["cell_type"] == "markdown", f"{gid}: a hand-graded answer is a markdown cell"
+        assert prompt["cell_type"] == "markdown" and _meta(prompt).get("locked") and not _meta(prompt).get("solution"), \
+            f"{gid}: the cell above must be a locked prompt"
+        assert "graded by hand" in _source(prompt) and len(_source(prompt).split()) > 15, f"{gid}: the prompt is missing"
+        text = _source(cell)
+        for part in ("**Model answer.**", "**Rubric"):
+            assert part in text and len(text.split(part, 1)[1].split()) > 20, f"{gid}: no {part} in solutions/"
+        assert f"({_meta(cell)['points']} points)" in text, f"{gid}: the rubric must name the cell's points"
+        assert _source(by_id[gid]).strip() == "YOUR ANSWER HERE", f"{gid}: the release answer cell must hold only the stub"
+        assert _source(by_id[_meta(prompt)["grade_id"]]) == _source(prompt), f"{gid}: the release must show the prompt"
+    assert answers or assignment == "a3_triton_batchnorm", f"{assignment} has no hand-graded question"
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_release_answer_cells_hold_only_stubs(assignment):
+    """Every answer cell of the release is its stub: the solution's text outside the
+    BEGIN/END SOLUTION block (signatures), with the block replaced by the code stub."""
+    release = json.loads((REPO / "assignments" / assignment / f"{assignment}.ipynb").read_text())["cells"]
+    solution = json.loads((REPO / "solutions" / assignment / f"{assignment}.ipynb").read_text())["cells"]
+    sol_by_id = {_meta(c)["grade_id"]: c for c in solution if _meta(c)}
+    block = re.compile(r"^([ \t]*)### BEGIN SOLUTION.*?### END SOLUTION[^\n]*", re.DOTALL | re.MULTILINE)
+    for cell in release:
+        if not _meta(cell).get("solution") or cell["cell_type"] != "code":
+            continue
+        gid = _meta(cell)["grade_id"]
+        expected = block.sub(lambda m: f"{m.group(1)}# YOUR CODE HERE\n{m.group(1)}raise NotImplementedError()",
+                             _source(sol_by_id[gid]))
+        assert _source(cell) == expected, f"{gid}: the release answer cell holds more than the stub"

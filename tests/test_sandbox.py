@@ -28,6 +28,8 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+from _nbgrader import nbgrader as run_nbgrader  # noqa: E402
 from grader.sandbox import Sandbox, bwrap_command, kernel_uid  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -97,12 +99,7 @@ def source_notebook():
 
 
 def nbgrader(*args, cwd, check=True, env=None):
-    env = env or dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}")
-    result = subprocess.run([str(BIN / "nbgrader"), *args], cwd=cwd, env=env,
-                            capture_output=True, text=True, timeout=150)
-    if check and result.returncode != 0:
-        raise AssertionError(f"nbgrader {' '.join(args)} failed:\n{result.stderr[-12000:]}")
-    return result
+    return run_nbgrader(*args, cwd=cwd, env=env, check=check, timeout=150)
 
 
 def tree_hashes(root):
@@ -307,3 +304,59 @@ def test_file_system_view(tmp_path):
     assert got["write_usr"] in ("OSError", "PermissionError")
     assert got["write_tmp"] == "ok"
     assert got["shadow"] == "FileNotFoundError"
+
+
+def fake_driver(root, minors, nodes):
+    """A /proc/driver/nvidia/gpus and a /dev as the NVIDIA driver lays them out."""
+    driver, dev = root / "gpus", root / "dev"
+    dev.mkdir(parents=True)
+    for i, minor in enumerate(minors):
+        (driver / f"0000:0{i}:00.0").mkdir(parents=True)
+        (driver / f"0000:0{i}:00.0" / "information").write_text(
+            f"Model: \t\t NVIDIA H200\nIRQ:   \t\t 42\nDevice Minor: \t {minor}\nBus Type: \t PCIe\n")
+    for name in nodes:
+        (dev / name).touch()
+    return str(dev), str(driver)
+
+
+def test_gpu_nodes_are_those_the_driver_lists_and_nothing_else(tmp_path):
+    from grader.sandbox import cuda_device_nodes
+
+    dev, driver = fake_driver(tmp_path, [0, 2], ["nvidia0", "nvidia1", "nvidia2", "nvidiactl", "nvidia-uvm",
+                                                 "nvidia-modeset", "null", "sda", "kvm"])
+    assert cuda_device_nodes(dev, driver) == [f"{dev}/{n}" for n in ("nvidiactl", "nvidia-uvm", "nvidia0", "nvidia2")]
+    # No driver (or a driver listing no GPU): nothing is bound, whatever /dev holds.
+    assert cuda_device_nodes(dev, str(tmp_path / "absent")) == []
+    dev2, driver2 = fake_driver(tmp_path / "none", [], ["nvidia0", "nvidiactl"])
+    assert cuda_device_nodes(dev2, driver2) == []
+
+
+def test_bwrap_binds_gpu_nodes_and_lifts_the_address_space_limit_only_with_a_gpu(monkeypatch, tmp_path):
+    import grader.sandbox as sandbox
+
+    def command(nodes, **settings):
+        monkeypatch.setattr(sandbox, "cuda_device_nodes", lambda: nodes)
+        return bwrap_command(Sandbox(**settings), ["python3"], cwd=None, ipc_dir=str(tmp_path), uid=12345)
+
+    plain = command([])
+    assert "--dev-bind" not in plain and f"--as={4 << 30}" in plain
+    nodes = ["/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia0"]
+    with_gpu = command(nodes)
+    binds = [with_gpu[i + 1] for i, a in enumerate(with_gpu) if a == "--dev-bind"]
+    assert binds == nodes and "--as=unlimited" in with_gpu
+    assert f"--as={64 << 30}" in command(nodes, gpu_memory_bytes=64 << 30)
+    assert "--dev-bind" not in command(nodes, gpu=False)
+
+
+def test_grader_modules_import_without_cycles():
+    """Each grader module imports on its own, and grader.sandbox imports no other grader module."""
+    import ast
+
+    for path in sorted((REPO / "grader").glob("*.py")):
+        done = subprocess.run([sys.executable, "-c", f"import grader.{path.stem}"], cwd=REPO,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, f"grader.{path.stem}: {done.stderr[-2000:]}"
+    tree = ast.parse((REPO / "grader" / "sandbox.py").read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module} | {
+        a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not {m for m in imported if m.startswith("grader")}, imported

@@ -1,10 +1,17 @@
 """Regenerate the release notebooks in assignments/ from solutions/.
 
-Runs nbgrader's own ``generate_assignment`` with the course config, in a
-scratch course directory so that the instructor's gradebook is not touched,
-then copies the result into ``assignments/`` (or ``--out``). Run it after
-every change to ``solutions/`` or to ``repository.url`` in ``_config.yml``;
-``tests/test_assignments_release.py`` fails until you do.
+What it does: runs nbgrader's own ``generate_assignment --force`` with the
+course config in a scratch course directory (a temporary folder with a copy
+of ``solutions/``), then replaces ``assignments/<assignment>/`` (or
+``--out``) with the result. Run it after every change to ``solutions/`` or to
+``repository.url`` in ``_config.yml``; ``tests/test_assignments_release.py``
+fails until you do.
+
+What it does not do: it writes nothing to your course's ``gradebook.db``
+(the scratch gradebook is deleted), so it does not prepare grading. Before
+``nbgrader autograde``, run ``nbgrader generate_assignment <assignment> --force``
+in the course directory: that records the assignment and its test cells in
+the gradebook (see the README's "For instructors").
 
     .venv/bin/python tools/regenerate_assignments.py [--out DIR] [ASSIGNMENT ...]
 """

@@ -7,7 +7,7 @@ one student, then autogrades it repeatedly with the sandbox on and off
 alike. Prints the median wall time of ``nbgrader autograde`` per submission,
 and checks that both modes give the same scores.
 
-    .venv/bin/python -m grader.sandbox_bench [--repeats 3] [assignment ...]
+    .venv/bin/python benchmarks/sandbox_bench.py [--repeats 3] [assignment ...]
 """
 import argparse
 import os
@@ -19,9 +19,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from grader.course import COURSE_ID
-
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from grader.course import COURSE_ID  # noqa: E402
+
 BIN = Path(sys.executable).parent
 
 
