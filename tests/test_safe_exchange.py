@@ -6,7 +6,6 @@ import hashlib
 import os
 import pathlib
 import shutil
-import subprocess
 import sys
 
 import pytest
@@ -15,16 +14,14 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from grader.course import COURSE_ID  # noqa: E402
+from _nbgrader import course_env, nbgrader  # noqa: E402
 
 A1 = "a1_batchnorm_numpy"
-NBGRADER = str(pathlib.Path(sys.executable).parent / "nbgrader")
 MAX_FILE_KB = 2000
 
 
 def run(*args, cwd, env, ok=True):
-    done = subprocess.run([NBGRADER, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    if ok:
-        assert done.returncode == 0, f"nbgrader {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
+    done = nbgrader(*args, cwd=cwd, env=env, check=ok, timeout=600)
     return done.returncode, done.stdout + done.stderr
 
 
@@ -45,8 +42,7 @@ def course(tmp_path_factory):
         f"c.CourseDirectory.root = {str(course_dir)!r}\n"
         f"c.Exchange.root = {str(exchange)!r}\n"
         f"c.CourseDirectory.max_file_size = {MAX_FILE_KB}\n")
-    env = dict(os.environ, JUPYTER_CONFIG_DIR=str(root / "jupyter-config"))
-    env["PATH"] = str(pathlib.Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    env = course_env(JUPYTER_CONFIG_DIR=str(root / "jupyter-config"))
     flags = [f"--Exchange.root={exchange}", f"--course={COURSE_ID}"]
     run("generate_assignment", A1, "--force", cwd=course_dir, env=env)
     run("release_assignment", A1, "--force", cwd=course_dir, env=env)
