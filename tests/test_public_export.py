@@ -42,7 +42,7 @@ def test_instructor_side_is_absent(export):
         text = test_file.read_text()
         assert "solutions" not in text and "grader" not in text.replace("autograd", ""), test_file
     readme = (dest / "README.md").read_text()
-    assert "## For instructors" not in readme and "## Two commands" in readme
+    assert "## For instructors" not in readme and "## More tools for instructors" not in readme and "## Two commands" in readme
     assert not (dest / ".git").exists(), "the export is a snapshot without history"
 
 

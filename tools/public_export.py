@@ -11,7 +11,7 @@ earlier can be recovered from it), without:
   (the grading extensions and their correct stand-ins), ``nbgrader_config.py``
   and the instructor's tools (see ``INSTRUCTOR_ONLY``);
 - the tests that need any of those (a test file that mentions them);
-- the README's "For instructors" section.
+- the README's two sections for instructors.
 
 Then it checks its own output: no two consecutive lines of a hidden test,
 a solution body or a mark scheme (other than lines the release notebooks and
@@ -54,8 +54,9 @@ def is_exported(path, repo=REPO):
 
 
 def student_readme(text):
-    """The README without its "For instructors" section."""
-    return re.sub(r"\n## For instructors\n.*?(?=\n## |\Z)", "\n", text, flags=re.S)
+    """The README without its sections for instructors."""
+    return re.sub(r"\n## (For instructors|More tools for instructors)\n.*?(?=\n## |\Z)", "\n", text,
+                  flags=re.S)
 
 
 def _cell_sources(nb_path):
