@@ -89,3 +89,22 @@ def copy_tracked_files(target):
             (target / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, target / rel)
     return target
+
+
+def make_course(root, **config):
+    """A course directory under ``root`` with the repository's config and solutions/, and a
+    private exchange; ``config`` sets more ``c.<Class>.<trait>`` lines, e.g.
+    ``Execute__timeout=20``. Returns ``dict(root, dir, exchange, env)``."""
+    course_dir, exchange = root / "course", root / "exchange"
+    course_dir.mkdir()
+    exchange.mkdir()
+    shutil.copytree(REPO / "solutions", course_dir / "solutions")
+    lines = ["c = get_config()",
+             f"load_subconfig({str(REPO / 'nbgrader_config.py')!r})",
+             f"c.CourseDirectory.root = {str(course_dir)!r}",
+             f"c.Exchange.root = {str(exchange)!r}"]
+    lines += [f"c.{key.replace('__', '.')} = {value!r}" for key, value in config.items()]
+    (course_dir / "nbgrader_config.py").write_text("\n".join(lines) + "\n")
+    # No instructor config leaks in; small notebooks grade fastest on one thread each.
+    env = course_env(JUPYTER_CONFIG_DIR=str(root / "jupyter-config"), OMP_NUM_THREADS="1")
+    return dict(root=root, dir=course_dir, exchange=exchange, env=env)

@@ -14,7 +14,6 @@ submission that never returns costs less time.
 
 import concurrent.futures
 import json
-import os
 import pathlib
 import re
 import shutil
@@ -29,7 +28,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
 import independent_solutions  # noqa: E402
-from _nbgrader import completed, find_cell, mutate  # noqa: E402
+from _nbgrader import completed, find_cell, make_course, mutate  # noqa: E402
 from _nbgrader import nbgrader as run_nbgrader  # noqa: E402
 from grader.course import COURSE_ID  # noqa: E402
 
@@ -167,32 +166,12 @@ def nbgrader(*args, cwd, env):
     return done.stdout + done.stderr
 
 
-def make_course(root):
-    """A course directory with the repository's config, and a private exchange."""
-    course_dir, exchange = root / "course", root / "exchange"
-    course_dir.mkdir()
-    exchange.mkdir()
-    shutil.copytree(REPO / "solutions", course_dir / "solutions")
-    (course_dir / "nbgrader_config.py").write_text(
-        "c = get_config()\n"
-        f"load_subconfig({str(REPO / 'nbgrader_config.py')!r})\n"
-        f"c.CourseDirectory.root = {str(course_dir)!r}\n"
-        f"c.Exchange.root = {str(exchange)!r}\n"
-        f"c.Execute.timeout = {CELL_TIMEOUT}\n"
-    )
-    env = dict(os.environ)
-    env["PATH"] = str(pathlib.Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-    env["JUPYTER_CONFIG_DIR"] = str(root / "jupyter-config")  # no instructor config leaks in
-    env["OMP_NUM_THREADS"] = "1"  # small notebooks grade fastest on one thread each
-    return dict(root=root, dir=course_dir, exchange=exchange, env=env)
-
-
 @pytest.fixture(scope="module")
 def pipelines(tmp_path_factory):
     """Every assignment through the whole pipeline, side by side (one course
     directory and gradebook each, so the two SQLite files never see two writers)."""
     jobs = {A1: A1_STUDENTS, A2: A2_STUDENTS, A3: A3_STUDENTS}
-    courses = {a: make_course(tmp_path_factory.mktemp(a)) for a in jobs}
+    courses = {a: make_course(tmp_path_factory.mktemp(a), Execute__timeout=CELL_TIMEOUT) for a in jobs}
     start = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(max_workers=len(jobs)) as pool:
         futures = {a: pool.submit(run_pipeline, courses[a], a, jobs[a]) for a in jobs}

@@ -14,7 +14,7 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from grader.course import COURSE_ID  # noqa: E402
-from _nbgrader import course_env, nbgrader  # noqa: E402
+from _nbgrader import make_course, nbgrader  # noqa: E402
 
 A1 = "a1_batchnorm_numpy"
 MAX_FILE_KB = 2000
@@ -32,17 +32,8 @@ def digest(path):
 @pytest.fixture(scope="module")
 def course(tmp_path_factory):
     root = tmp_path_factory.mktemp("exchange")
-    course_dir, exchange = root / "course", root / "exchange"
-    course_dir.mkdir()
-    exchange.mkdir()
-    shutil.copytree(REPO / "solutions", course_dir / "solutions")
-    (course_dir / "nbgrader_config.py").write_text(
-        "c = get_config()\n"
-        f"load_subconfig({str(REPO / 'nbgrader_config.py')!r})\n"
-        f"c.CourseDirectory.root = {str(course_dir)!r}\n"
-        f"c.Exchange.root = {str(exchange)!r}\n"
-        f"c.CourseDirectory.max_file_size = {MAX_FILE_KB}\n")
-    env = course_env(JUPYTER_CONFIG_DIR=str(root / "jupyter-config"))
+    made = make_course(root, CourseDirectory__max_file_size=MAX_FILE_KB)
+    course_dir, exchange, env = made["dir"], made["exchange"], made["env"]
     flags = [f"--Exchange.root={exchange}", f"--course={COURSE_ID}"]
     run("generate_assignment", A1, "--force", cwd=course_dir, env=env)
     run("release_assignment", A1, "--force", cwd=course_dir, env=env)
