@@ -125,6 +125,20 @@ def accuracy(model, X, y, batch_size=None):
     return float((pred == y).float().mean())
 
 
+def _batches(n, batch_size, seed):
+    """Index tensors of mini-batches from ``n`` examples, without replacement within an
+    epoch (a fresh permutation when the next batch would not fit), forever."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    order, pos = torch.randperm(n, generator=gen), 0
+    while True:
+        if pos + batch_size > n:
+            order, pos = torch.randperm(n, generator=gen), 0
+        yield order[pos:pos + batch_size]
+        pos += batch_size
+
+
 def train(model, X, y, *, steps, batch_size=64, lr=0.1, optimizer="sgd",
           seed=0, eval_every=None, X_test=None, y_test=None, progress=False):
     """Mini-batch training with cross-entropy; returns a history dict.
@@ -160,18 +174,12 @@ def train(model, X, y, *, steps, batch_size=64, lr=0.1, optimizer="sgd",
         raise ValueError("eval_every needs X_test and y_test")
     opt = optimizers[optimizer](model.parameters())
     loss_fn = nn.CrossEntropyLoss()
-    gen = torch.Generator().manual_seed(seed)
     history = {"loss": [], "step": [], "test_acc": []}
-    order, pos = torch.randperm(len(X), generator=gen), 0
     steps_iter = range(steps)
     if progress:
         from tqdm.auto import tqdm
         steps_iter = tqdm(steps_iter, desc="training", leave=False)
-    for step in steps_iter:
-        if pos + batch_size > len(X):
-            order, pos = torch.randperm(len(X), generator=gen), 0
-        idx = order[pos:pos + batch_size]
-        pos += batch_size
+    for step, idx in zip(steps_iter, _batches(len(X), batch_size, seed)):
         model.train()
         loss = loss_fn(model(X[idx]), y[idx])
         history["loss"].append(loss.item())
@@ -452,7 +460,6 @@ def train_with_optimizer(model, optimizer, X, y, *, steps, batch_size=64, seed=0
     Returns:
         The list of training-batch losses, one per step.
     """
-    import torch
     from torch import nn
 
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
@@ -460,13 +467,8 @@ def train_with_optimizer(model, optimizer, X, y, *, steps, batch_size=64, seed=0
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= len(X):
         raise ValueError(f"batch_size must be an integer in [1, len(X)={len(X)}], got {batch_size!r}")
     loss_fn = nn.CrossEntropyLoss()
-    gen = torch.Generator().manual_seed(seed)
-    order, pos, losses = torch.randperm(len(X), generator=gen), 0, []
-    for step in range(steps):
-        if pos + batch_size > len(X):
-            order, pos = torch.randperm(len(X), generator=gen), 0
-        idx = order[pos:pos + batch_size]
-        pos += batch_size
+    losses = []
+    for step, idx in zip(range(steps), _batches(len(X), batch_size, seed)):
         model.train()
         loss = loss_fn(model(X[idx]), y[idx])
         optimizer.zero_grad()
