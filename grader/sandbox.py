@@ -52,7 +52,7 @@ INSTALL_HINT = (
 # credentials, the instructor's paths) stays outside.
 ENV_KEEP = ("PATH", "LANG", "LANGUAGE", "TZ", "TERM", "MPLBACKEND", "TRITON_INTERPRET",
             "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "PYTHONHASHSEED",
-            "PYTHONPATH", "GRADER_SEED")  # GRADER_SEED: a regrade's seed (grader/hidden.py)
+            "PYTHONPATH")
 
 
 class SandboxUnavailable(RuntimeError):
@@ -140,8 +140,6 @@ def _python_roots(kernel_cmd):
     for candidate in (exe, os.path.realpath(exe)):
         # .../bin/python -> the environment or installation it belongs to
         roots.add(os.path.dirname(os.path.dirname(candidate)))
-    # Hidden tests import grader.guards; the package holds no secrets.
-    roots.add(os.path.dirname(os.path.abspath(__file__)))
     try:
         import bnref  # editable installs point outside site-packages
         roots.add(os.path.dirname(os.path.abspath(bnref.__file__)))
@@ -209,7 +207,17 @@ def _namespace_args(settings, uid):
     return common + ["--unshare-user", "--uid", "65534", "--gid", "65534", "--cap-drop", "ALL"], []
 
 
-def bwrap_command(settings, kernel_cmd, *, cwd, ipc_dir, uid, bwrap_path="bwrap"):
+def _grader_kernel_binds(made):
+    """Of ``grader/``, only the kernel side (grader/kernel/): no check, no reference value."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    kernel = os.path.join(here, "kernel")
+    args = _mkdirs(kernel, made) + ["--ro-bind", kernel, kernel]
+    made.add(kernel)
+    init = os.path.join(here, "__init__.py")
+    return args + ["--ro-bind", init, init]
+
+
+def bwrap_command(settings, kernel_cmd, *, cwd, ipc_dir, uid, bwrap_path="bwrap", profile="plain"):
     """The full argv that runs ``kernel_cmd`` in the sandbox.
 
     Args:
@@ -219,7 +227,10 @@ def bwrap_command(settings, kernel_cmd, *, cwd, ipc_dir, uid, bwrap_path="bwrap"
             with the folder's entries bound read-only into it.
         ipc_dir: private host folder with the connection file and sockets.
         uid: host uid of the kernel when grading as root (:func:`kernel_uid`).
+        profile: what the kernel may reach (:mod:`grader.hide`, :mod:`grader.kernel.lockdown`).
     """
+    from grader import hide
+
     namespaces, drop = _namespace_args(settings, uid)
     args = [bwrap_path] + namespaces + ["--proc", "/proc", "--dev", "/dev"]
     gpu_nodes = cuda_device_nodes() if settings.gpu else []
@@ -234,6 +245,7 @@ def bwrap_command(settings, kernel_cmd, *, cwd, ipc_dir, uid, bwrap_path="bwrap"
     for root in _python_roots(kernel_cmd) + list(settings.extra_ro_paths):
         args += _mkdirs(root, made) + ["--ro-bind", root, root]
         made.add(root)
+    args += _grader_kernel_binds(made) + hide.binds(profile)
     if cwd:
         cwd = os.path.abspath(cwd)
         args += _mkdirs(cwd, made)
@@ -262,6 +274,9 @@ def bwrap_command(settings, kernel_cmd, *, cwd, ipc_dir, uid, bwrap_path="bwrap"
 class SandboxKernelManager(AsyncKernelManager):
     """An AsyncKernelManager whose kernel lives in a bubblewrap sandbox."""
 
+    #: The kernel profile (set by the executor before the kernel starts).
+    profile = "plain"
+
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.sandbox = Sandbox(parent=self)
@@ -282,7 +297,7 @@ class SandboxKernelManager(AsyncKernelManager):
             for path in (self._ipc_dir, self.connection_file):
                 os.chown(path, uid, uid)
         cmd = bwrap_command(self.sandbox, kernel_cmd, cwd=cwd, ipc_dir=self._ipc_dir, uid=uid,
-                            bwrap_path=self._bwrap)
+                            bwrap_path=self._bwrap, profile=self.profile)
         self.log.debug("Sandboxed kernel: %s", cmd)
         await super()._async_launch_kernel(cmd, **kw)
 

@@ -1,6 +1,17 @@
 """nbgrader's Execute preprocessor, hardened for hostile notebooks.
 
-Three things nbgrader's own ``Execute`` does not do:
+Four things nbgrader's own ``Execute`` does not do:
+
+* a graded test cell whose ``grade_id`` has a check in :mod:`grader.checks`
+  is not run in the kernel: the check's requests are (plain data, see
+  :mod:`grader.kernel.driver`), the kernel answers with data, and the
+  verdict is decided here, in the grading process. The cell's outputs are
+  replaced by the grader's own: the seed line, and on failure an error with
+  the check's message. Nothing the student's code prints or does can reach
+  them. Each check names a kernel *profile* (what the kernel can reach,
+  :mod:`grader.hide`, :mod:`grader.kernel.lockdown`); when the next graded
+  cell needs another profile, a fresh kernel with that profile replays the
+  earlier cells;
 
 * it starts kernels through :class:`grader.sandbox.SandboxKernelManager`;
 * a kernel that dies (``os._exit``, a resource limit, a signal) or a cell that
@@ -13,6 +24,7 @@ Three things nbgrader's own ``Execute`` does not do:
   a gigabyte neither fills the grader's memory nor the autograded notebook.
 """
 import copy
+import itertools
 import json
 
 from nbclient import NotebookClient
@@ -21,6 +33,7 @@ from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbformat.notebooknode import NotebookNode
 from nbgrader.preprocessors import Execute
 
+from grader import checks
 from grader.sandbox import Sandbox, SandboxKernelManager
 
 
@@ -40,6 +53,30 @@ def _msg_bytes(msg):
     return len(json.dumps(content.get("data", content), default=str))
 
 
+def _stream(text):
+    return NotebookNode(output_type="stream", name="stdout", text=text)
+
+
+def _probe_cell(source):
+    return NotebookNode(cell_type="code", id=f"grader-probe-{next(_probe_ids)}", source=source,
+                        metadata=NotebookNode(), outputs=[], execution_count=None)
+
+
+_probe_ids = itertools.count()
+
+
+class _SwitchProfile(Exception):
+    """The next graded cell needs a kernel with another profile."""
+
+
+def check_of(cell):
+    """The registered check of a graded test cell, or None."""
+    meta = cell.metadata.get("nbgrader", {}) if cell.cell_type == "code" else {}
+    if not meta.get("grade") or meta.get("solution"):
+        return None
+    return checks.get(meta.get("grade_id"))
+
+
 class SandboxedExecute(Execute):
     """Execute every code cell in a sandboxed kernel, surviving kernel deaths."""
 
@@ -55,6 +92,8 @@ class SandboxedExecute(Execute):
         self._check_assign_resources(resources)
         self.sandbox = Sandbox(config=self.config)
         self._output_bytes = {}
+        first = next((check_of(c) for c in nb.cells if check_of(c)), None)
+        self._profile = first.profile if first else "plain"
         skip, next_index, deaths = set(), 0, 0
         while next_index < len(nb.cells):
             if deaths > self.sandbox.max_kernel_restarts:
@@ -64,6 +103,7 @@ class SandboxedExecute(Execute):
                 info_msg = self.wait_for_reply(self.kc.kernel_info())
                 nb.metadata["language_info"] = info_msg["content"]["language_info"]
                 try:
+                    self._lockdown()
                     self._replay(nb, next_index, skip)
                 except DeadKernelError as err:
                     self.log.warning("Kernel died while replaying earlier cells: %s", err)
@@ -75,6 +115,9 @@ class SandboxedExecute(Execute):
                     for index in range(next_index, len(nb.cells)):
                         self.preprocess_cell(nb.cells[index], resources, index)
                     next_index = len(nb.cells)
+                except _SwitchProfile as switch:
+                    self._profile = str(switch)
+                    next_index = index
                 except DeadKernelError as err:
                     self._record_death(nb.cells[index], err)
                     skip.add(index)
@@ -83,11 +126,62 @@ class SandboxedExecute(Execute):
         self.set_widgets_metadata()
         return nb, self.resources
 
+    def create_kernel_manager(self):
+        km = super().create_kernel_manager()
+        km.profile = self._profile
+        return km
+
+    def _lockdown(self):
+        """Apply the kernel profile's in-process part before any student code runs."""
+        probe = self._run_probe(f"import grader.kernel.lockdown as _grader_lockdown\n"
+                                f"_grader_lockdown.apply({self._profile!r})\ndel _grader_lockdown", 0)
+        errors = [o for o in probe.outputs if o.get("output_type") == "error"]
+        if errors:
+            raise RuntimeError(f"the kernel profile {self._profile!r} could not be applied: "
+                               f"{errors[0].get('ename')}: {errors[0].get('evalue')}")
+
+    def _run_probe(self, source, index):
+        """Run grader code in the kernel as a cell that is not the notebook's (nbclient
+        would put it in the notebook at ``index``; the real cell goes back there)."""
+        probe, real = _probe_cell(source), self.nb.cells[index]
+        try:
+            self.execute_cell(probe, index, store_history=False)
+        finally:
+            self.nb.cells[index] = real
+            self._output_bytes.pop(index, None)
+        return probe
+
+    def preprocess_cell(self, cell, resources, index):
+        chk = check_of(cell)
+        if chk is None:
+            return super().preprocess_cell(cell, resources, index)
+        if chk.profile != self._profile:
+            raise _SwitchProfile(chk.profile)
+        self._grade_with_check(cell, index, chk)
+        return cell, resources
+
+    def _grade_with_check(self, cell, index, chk):
+        """Ask the kernel for the part's answers; write the verdict decided here into the cell."""
+        text, verifies, nonce = checks.prepare(chk.part)
+        probe = self._run_probe(f"import grader.kernel.driver as _grader_driver\n"
+                                f"_grader_driver.answer({text!r})\ndel _grader_driver", index)
+        results, message = checks.read_answer(probe.outputs, nonce, self.sandbox.max_output_bytes)
+        if message is None:
+            message = checks.judge(verifies, results)
+        from grader import hidden
+
+        cell.outputs = [_stream(checks.banner(chk.part, hidden.grading_seed()) + "\n")]
+        if message is None:
+            cell.outputs.append(_stream("passed\n"))
+        else:
+            cell.outputs.append(_error_output("AssertionError", message))
+        cell.execution_count = probe.get("execution_count")
+
     def _replay(self, nb, stop, skip):
         """Rebuild the state of cells [0, stop) in a fresh kernel, outputs untouched."""
         for index in range(stop):
             cell = nb.cells[index]
-            if index in skip or cell.cell_type != "code":
+            if index in skip or cell.cell_type != "code" or check_of(cell):
                 continue
             self._replaying = index
             self.execute_cell(copy.deepcopy(cell), index, store_history=False)

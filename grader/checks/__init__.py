@@ -211,7 +211,8 @@ def judge(verifies, results):
     for verify, result in zip(verifies, results):
         try:
             if isinstance(result, codec.Raised):
-                fail(f"the grader could not run this part: {result!r}")
+                fail(result.message if result.type == "Missing" else
+                     f"the grader could not run this part: {result!r}")
             verify(result)
         except CheckFailed as err:
             return str(err)
