@@ -94,7 +94,7 @@ def _split_secret(source):
 
 
 def secret_pairs(repo=REPO):
-    """Pairs of consecutive lines of every hidden test and solution body in solutions/.
+    """Pairs of consecutive lines of every check (grader/checks/), hidden test and solution body.
 
     A pair counts only if one of its lines has at least MIN_LINE characters and
     the pair is not public anyway: in bnref, in a release notebook, or in a
@@ -109,6 +109,9 @@ def secret_pairs(repo=REPO):
         for source in _cell_sources(nb_path):
             public |= _pairs(source.splitlines())
     secrets = set()
+    # The hidden tests proper: every check, with its reference values and answers.
+    for source in sorted((repo / "grader" / "checks").glob("*.py")):
+        secrets |= _pairs(source.read_text(encoding="utf-8").splitlines())
     for nb_path in (repo / "solutions").rglob("*.ipynb"):
         for source in _cell_sources(nb_path):
             blocks, outside = _split_secret(source)
