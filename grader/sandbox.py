@@ -52,7 +52,7 @@ INSTALL_HINT = (
 # credentials, the instructor's paths) stays outside.
 ENV_KEEP = ("PATH", "LANG", "LANGUAGE", "TZ", "TERM", "MPLBACKEND", "TRITON_INTERPRET",
             "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "PYTHONHASHSEED",
-            "PYTHONPATH")
+            "PYTHONPATH", "GRADER_SEED")  # GRADER_SEED: legacy in-kernel hidden tests (A2, A3)
 
 
 class SandboxUnavailable(RuntimeError):
@@ -208,13 +208,15 @@ def _namespace_args(settings, uid):
 
 
 def _grader_kernel_binds(made):
-    """Of ``grader/``, only the kernel side (grader/kernel/): no check, no reference value."""
+    """Of ``grader/``, the kernel side (grader/kernel/) and the legacy in-kernel helpers: no check."""
     here = os.path.dirname(os.path.abspath(__file__))
     kernel = os.path.join(here, "kernel")
     args = _mkdirs(kernel, made) + ["--ro-bind", kernel, kernel]
     made.add(kernel)
-    init = os.path.join(here, "__init__.py")
-    return args + ["--ro-bind", init, init]
+    # Legacy: A2's and A3's hidden tests still run in the kernel and import
+    # these two until their checks land in grader/checks/ (issue #12).
+    files = [os.path.join(here, name) for name in ("__init__.py", "guards.py", "hidden.py")]
+    return args + [arg for path in files for arg in ("--ro-bind", path, path)]
 
 
 def bwrap_command(settings, kernel_cmd, *, cwd, ipc_dir, uid, bwrap_path="bwrap", profile="plain"):

@@ -69,12 +69,12 @@ class _SwitchProfile(Exception):
     """The next graded cell needs a kernel with another profile."""
 
 
-def check_of(cell):
+def check_of(cell, assignment):
     """The registered check of a graded test cell, or None."""
     meta = cell.metadata.get("nbgrader", {}) if cell.cell_type == "code" else {}
     if not meta.get("grade") or meta.get("solution"):
         return None
-    return checks.get(meta.get("grade_id"))
+    return checks.get(assignment, meta.get("grade_id"))
 
 
 class SandboxedExecute(Execute):
@@ -92,7 +92,8 @@ class SandboxedExecute(Execute):
         self._check_assign_resources(resources)
         self.sandbox = Sandbox(config=self.config)
         self._output_bytes = {}
-        first = next((check_of(c) for c in nb.cells if check_of(c)), None)
+        self._assignment = (resources or {}).get("nbgrader", {}).get("assignment", "")
+        first = next((check_of(c, self._assignment) for c in nb.cells if check_of(c, self._assignment)), None)
         self._profile = first.profile if first else "plain"
         skip, next_index, deaths = set(), 0, 0
         while next_index < len(nb.cells):
@@ -152,7 +153,7 @@ class SandboxedExecute(Execute):
         return probe
 
     def preprocess_cell(self, cell, resources, index):
-        chk = check_of(cell)
+        chk = check_of(cell, self._assignment)
         if chk is None:
             return super().preprocess_cell(cell, resources, index)
         if chk.profile != self._profile:
@@ -162,7 +163,7 @@ class SandboxedExecute(Execute):
 
     def _grade_with_check(self, cell, index, chk):
         """Ask the kernel for the part's answers; write the verdict decided here into the cell."""
-        text, verifies, nonce = checks.prepare(chk.part)
+        text, verifies, nonce = checks.prepare(chk.assignment, chk.part)
         probe = self._run_probe(f"import grader.kernel.driver as _grader_driver\n"
                                 f"_grader_driver.answer({text!r})\ndel _grader_driver", index)
         results, message = checks.read_answer(probe.outputs, nonce, self.sandbox.max_output_bytes)
@@ -181,7 +182,7 @@ class SandboxedExecute(Execute):
         """Rebuild the state of cells [0, stop) in a fresh kernel, outputs untouched."""
         for index in range(stop):
             cell = nb.cells[index]
-            if index in skip or cell.cell_type != "code" or check_of(cell):
+            if index in skip or cell.cell_type != "code" or check_of(cell, self._assignment):
                 continue
             self._replaying = index
             self.execute_cell(copy.deepcopy(cell), index, store_history=False)

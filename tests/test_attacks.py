@@ -205,7 +205,7 @@ def hidden_lines():
             line = line.strip()
             if len(line) >= 25 and not line.startswith(("#", '"""')) and line not in release:
                 lines.add(line)
-    lines.add('check_here("bn_backward_alt", globals())')
+    lines.add('check_here("a1_batchnorm_numpy", "bn_backward_alt", globals())')
     return lines
 
 

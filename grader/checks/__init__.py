@@ -21,7 +21,7 @@ The same definition serves:
 
 Writing a check::
 
-    @check("bn_forward_test", profile="numpy", points=2)
+    @check("a1_batchnorm_numpy", "bn_forward_test", profile="numpy")
     def bn_forward_test(rng):
         x = rng.normal(size=(5, 3))
         request = call("batchnorm_forward", x, ...)
@@ -51,21 +51,23 @@ class CheckFailed(AssertionError):
 
 @dataclasses.dataclass(frozen=True)
 class Check:
+    assignment: str
     part: str
     profile: str
     cases: object  # rng -> iterable of (request, verify)
 
 
+#: (assignment, grade_id) -> Check; grade ids repeat across assignments.
 CHECKS = {}
 
 
-def check(part, profile):
-    """Register ``cases(rng)`` as the check of graded part ``part``."""
+def check(assignment, part, profile):
+    """Register ``cases(rng)`` as the check of graded part ``part`` of ``assignment``."""
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
 
     def register(cases):
-        CHECKS[part] = Check(part, profile, cases)
+        CHECKS[assignment, part] = Check(assignment, part, profile, cases)
         return cases
 
     return register
@@ -82,9 +84,9 @@ def load():
     return CHECKS
 
 
-def get(part):
+def get(assignment, part):
     load()
-    return CHECKS.get(part)
+    return CHECKS.get((assignment, part))
 
 
 # --- requests --------------------------------------------------------------
@@ -188,11 +190,11 @@ def banner(part, seed):
     return f"hidden tests of {part}: seed {seed} (regrade with {hidden.SEED_ENV}={seed})"
 
 
-def prepare(part, seed=None):
+def prepare(assignment, part, seed=None):
     """The cases of ``part``: ``(request text, verifies, nonce)``."""
-    chk = get(part)
+    chk = get(assignment, part)
     if chk is None:
-        raise KeyError(f"no check is registered for part {part!r}")
+        raise KeyError(f"no check is registered for part {part!r} of {assignment!r}")
     seed = hidden.grading_seed() if seed is None else int(seed)
     rng = np.random.default_rng(hidden.part_seed(part, seed))
     requests, verifies = [], []
@@ -242,7 +244,7 @@ def read_answer(outputs, nonce, max_bytes=16 << 20):
         return None, f"the answer from the notebook is malformed: {err}"
 
 
-def check_here(part, namespace, seed=None):
+def check_here(assignment, part, namespace, seed=None):
     """Run ``part``'s check against functions in ``namespace`` in this process.
 
     For the instructor's own run of the solution notebook (the hidden test
@@ -251,7 +253,7 @@ def check_here(part, namespace, seed=None):
     """
     from grader.kernel import driver
 
-    text, verifies, nonce = prepare(part, seed)
+    text, verifies, nonce = prepare(assignment, part, seed)
     seed = hidden.grading_seed() if seed is None else int(seed)
     print(banner(part, seed))
     request = codec.loads(text)

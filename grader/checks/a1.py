@@ -5,8 +5,13 @@ reference modules at all, so a part cannot delegate to either.
 """
 import numpy as np
 
-from grader.checks import (array, call, calls, check, close, fail, ref, rel_error, require, returned,
-                           variable)
+import functools
+
+from grader import checks
+from grader.checks import array, call, calls, close, fail, ref, rel_error, require, returned, variable
+
+ASSIGNMENT = "a1_batchnorm_numpy"
+check = functools.partial(checks.check, ASSIGNMENT)
 
 CACHE_KEYS = ("mode", "x_hat", "xmu", "var", "std", "invstd", "gamma", "eps", "N")
 
