@@ -208,13 +208,15 @@ def _namespace_args(settings, uid):
 
 
 def _grader_kernel_binds(made):
-    """Of ``grader/``, the kernel side (grader/kernel/) and the legacy in-kernel helpers: no check."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    kernel = os.path.join(here, "kernel")
-    args = _mkdirs(kernel, made) + ["--ro-bind", kernel, kernel]
-    made.add(kernel)
+    """Of ``grader/``, only the legacy in-kernel helpers (no check, no reference value).
+
+    The kernel side of grading is ``bnref.checking``, inside the reference
+    package the sandbox binds anyway.
+    """
     # Legacy: A2's and A3's hidden tests still run in the kernel and import
     # these two until their checks land in grader/checks/ (issue #12).
+    here = os.path.dirname(os.path.abspath(__file__))
+    args = _mkdirs(os.path.join(here, "x"), made)
     files = [os.path.join(here, name) for name in ("__init__.py", "guards.py", "hidden.py")]
     return args + [arg for path in files for arg in ("--ro-bind", path, path)]
 
@@ -229,7 +231,7 @@ def bwrap_command(settings, kernel_cmd, *, cwd, ipc_dir, uid, bwrap_path="bwrap"
             with the folder's entries bound read-only into it.
         ipc_dir: private host folder with the connection file and sockets.
         uid: host uid of the kernel when grading as root (:func:`kernel_uid`).
-        profile: what the kernel may reach (:mod:`grader.hide`, :mod:`grader.kernel.lockdown`).
+        profile: what the kernel may reach (:mod:`grader.hide`, :mod:`bnref.checking.lockdown`).
     """
     from grader import hide
 

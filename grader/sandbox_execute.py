@@ -4,12 +4,12 @@ Four things nbgrader's own ``Execute`` does not do:
 
 * a graded test cell whose ``grade_id`` has a check in :mod:`grader.checks`
   is not run in the kernel: the check's requests are (plain data, see
-  :mod:`grader.kernel.driver`), the kernel answers with data, and the
+  :mod:`bnref.checking.driver`), the kernel answers with data, and the
   verdict is decided here, in the grading process. The cell's outputs are
   replaced by the grader's own: the seed line, and on failure an error with
   the check's message. Nothing the student's code prints or does can reach
   them. Each check names a kernel *profile* (what the kernel can reach,
-  :mod:`grader.hide`, :mod:`grader.kernel.lockdown`); when the next graded
+  :mod:`grader.hide`, :mod:`bnref.checking.lockdown`); when the next graded
   cell needs another profile, a fresh kernel with that profile replays the
   earlier cells;
 
@@ -134,7 +134,7 @@ class SandboxedExecute(Execute):
 
     def _lockdown(self):
         """Apply the kernel profile's in-process part before any student code runs."""
-        probe = self._run_probe(f"import grader.kernel.lockdown as _grader_lockdown\n"
+        probe = self._run_probe(f"import bnref.checking.lockdown as _grader_lockdown\n"
                                 f"_grader_lockdown.apply({self._profile!r})\ndel _grader_lockdown", 0)
         errors = [o for o in probe.outputs if o.get("output_type") == "error"]
         if errors:
@@ -164,7 +164,7 @@ class SandboxedExecute(Execute):
     def _grade_with_check(self, cell, index, chk):
         """Ask the kernel for the part's answers; write the verdict decided here into the cell."""
         text, verifies, nonce = checks.prepare(chk.assignment, chk.part)
-        probe = self._run_probe(f"import grader.kernel.driver as _grader_driver\n"
+        probe = self._run_probe(f"import bnref.checking.driver as _grader_driver\n"
                                 f"_grader_driver.answer({text!r})\ndel _grader_driver", index)
         results, message = checks.read_answer(probe.outputs, nonce, self.sandbox.max_output_bytes)
         if message is None:

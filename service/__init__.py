@@ -6,7 +6,7 @@ runs its own functions on them locally, and sends the outputs back as data
 the class (:mod:`grader.checks`) and answers with the verdict and the
 check's message, never the expected values or the check's code. The service
 never runs anything a reader sends: answers are JSON read by
-:mod:`grader.kernel.codec`.
+:mod:`bnref.checking.codec`.
 
 Part of the private instructor repository (it holds the checks); never
 exported by ``make public``. Run it with ``make serve``.

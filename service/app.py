@@ -24,7 +24,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from grader import checks
-from grader.kernel import codec
+from bnref.checking import codec
 from service import db
 from service.limits import SlidingWindow
 

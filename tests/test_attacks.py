@@ -139,10 +139,10 @@ print("WALK-" + "DONE")
 """),
     "shadow_driver_in_working_dir": before_alt("""
 import os, sys
-os.makedirs("grader/kernel", exist_ok=True)
+os.makedirs("bnref/checking", exist_ok=True)
 open("grader/__init__.py", "w").write("")
-open("grader/kernel/__init__.py", "w").write("")
-open("grader/kernel/driver.py", "w").write('''
+open("bnref/checking/__init__.py", "w").write("")
+open("bnref/checking/driver.py", "w").write('''
 import json, re
 from IPython.display import display
 def answer(text):
@@ -155,9 +155,9 @@ for name in [m for m in sys.modules if m == "grader" or m.startswith("grader.")]
 """),
     "forged_answer": before_alt("""
 import json
-import grader.kernel.driver as _driver
+import bnref.checking.driver as _driver
 from IPython.display import display
-from grader.kernel import codec
+from bnref.checking import codec
 def _answer(text):
     request = codec.loads(text)
     results = [[{"returned": (case["calls"][0]["args"][0], 0.0, 0.0), "objects": {}}] for case in request["cases"]]

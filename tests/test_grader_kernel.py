@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from grader import hide
-from grader.kernel import codec
+from bnref.checking import codec
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
@@ -81,7 +81,7 @@ LOCKDOWN = textwrap.dedent("""
     import torch
     import torch.nn.functional as F
     sys.path.insert(0, sys.argv[1])
-    from grader.kernel import lockdown
+    from bnref.checking import lockdown
     x = torch.randn(4, 3, 2, 2, dtype=torch.float64)
     before = F.batch_norm(x, None, None, training=True)
     lockdown.apply("no_norm")

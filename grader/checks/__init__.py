@@ -3,7 +3,7 @@
 Each graded test cell of A1-A3 has a check here, keyed by its ``grade_id``.
 A check draws fresh cases from the grading seed (:mod:`grader.hidden`) and
 yields, for each case, a *request* (plain data: which notebook function to
-call on which inputs, see :mod:`grader.kernel.driver`) and a *verify*
+call on which inputs, see :mod:`bnref.checking.driver`) and a *verify*
 function. The student's kernel answers the requests with data; ``verify``
 compares that data with the reference, in this process, and raises
 :class:`CheckFailed` with the message the student reads. Nothing the
@@ -37,7 +37,7 @@ import secrets
 import numpy as np
 
 from grader import hidden
-from grader.kernel import codec
+from bnref.checking import codec
 
 MODULES = ("grader.checks.a1", "grader.checks.a2", "grader.checks.a3")
 
@@ -251,7 +251,7 @@ def check_here(assignment, part, namespace, seed=None):
     cells call it); grading never does this: it sends the same requests to
     the sandboxed kernel.
     """
-    from grader.kernel import driver
+    from bnref.checking import driver
 
     text, verifies, nonce = prepare(assignment, part, seed)
     seed = hidden.grading_seed() if seed is None else int(seed)

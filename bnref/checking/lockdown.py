@@ -44,7 +44,7 @@ def switch_off_norm_kernels():
     """Shadow every ATen normalization kernel with one that raises; return how many were registered."""
     import torch
 
-    handle = torch._C._dispatch_library("IMPL", "aten", "", "grader/kernel/lockdown.py", 0)
+    handle = torch._C._dispatch_library("IMPL", "aten", "", "bnref/checking/lockdown.py", 0)
     registered = 0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "overriding a previously registered kernel"

@@ -3,7 +3,7 @@
 The trusted grader (:mod:`grader.checks`) sends each graded part's cases as
 one request; :func:`answer` runs them against the names the student's
 notebook defined and displays the outputs under :data:`codec.MIME`. Every
-output is data (:mod:`grader.kernel.codec`): the grader reads it, never runs
+output is data (:mod:`bnref.checking.codec`): the grader reads it, never runs
 it, and decides the verdict in its own process. Whatever the student's code
 does to this module changes nothing but the data it answers with.
 
@@ -17,10 +17,10 @@ import json
 
 import numpy as np
 
-from grader.kernel import codec
+from bnref.checking import codec
 
 SCENARIOS = {}
-_EXTRA = ("grader.kernel.scenarios_a2", "grader.kernel.scenarios_a3")
+_EXTRA = ("bnref.checking.scenarios_a2", "bnref.checking.scenarios_a3")
 
 
 def scenario(function):
