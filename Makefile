@@ -51,6 +51,13 @@ DEST ?= ../bn-course-public
 public: install
 	$(BIN)/python tools/public_export.py $(DEST)
 
+# The readers' check service on this machine (service/, book/assignments/check_service.md):
+# http://127.0.0.1:8765, database in service-data/. Stop it with Ctrl-C.
+.PHONY: serve
+SERVE_PORT ?= 8765
+serve: install
+	$(BIN)/python -m service --host 127.0.0.1 --port $(SERVE_PORT)
+
 # The browser test (tests/test_book_browser.py) serves MathJax from the npm
 # package instead of the CDN; installed next to the venv when npm exists.
 NPM_PREFIX := $(VENV)/npm

@@ -14,6 +14,7 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 COURSE_ID = "batchnorm-course"
 ASSIGNMENTS = ("a1_batchnorm_numpy", "a2_test_time_inference", "a3_triton_batchnorm")
 URL_PLACEHOLDER = "{{REPOSITORY_URL}}"
+SERVICE_PLACEHOLDER = "{{CHECK_SERVICE_URL}}"
 
 
 def repository_url(config_path=None):
@@ -27,4 +28,15 @@ def repository_url(config_path=None):
         raise ValueError(
             f"repository.url in {path} must be an http(s) URL, got {url!r}"
         )
+    return url.rstrip("/")
+
+
+def check_service_url(config_path=None):
+    """``check_service_url`` from ``_config.yml``: the readers' check service, or "" for none."""
+    import yaml
+
+    path = pathlib.Path(config_path or REPO_ROOT / "_config.yml")
+    url = yaml.safe_load(path.read_text()).get("check_service_url") or ""
+    if not isinstance(url, str) or (url and not re.match(r"https?://", url)):
+        raise ValueError(f"check_service_url in {path} must be empty or an http(s) URL, got {url!r}")
     return url.rstrip("/")

@@ -15,7 +15,7 @@ import re
 from nbgrader.preprocessors import NbGraderPreprocessor
 from traitlets import Unicode
 
-from grader.course import URL_PLACEHOLDER, repository_url
+from grader.course import SERVICE_PLACEHOLDER, URL_PLACEHOLDER, check_service_url, repository_url
 
 HIDDEN_BLOCK = re.compile(
     r"^[ \t]*### BEGIN HIDDEN TESTS.*?^[ \t]*### END HIDDEN TESTS[^\n]*\n?",
@@ -24,15 +24,22 @@ HIDDEN_BLOCK = re.compile(
 
 
 class InsertRepositoryURL(NbGraderPreprocessor):
-    """Replace ``{{REPOSITORY_URL}}`` in every cell with the course repository URL."""
+    """Replace ``{{REPOSITORY_URL}}`` in every cell with the course repository URL,
+    and ``{{CHECK_SERVICE_URL}}`` with the check service's (empty when there is none)."""
 
     url = Unicode(
         "", help="Repository URL; empty means repository.url from _config.yml."
+    ).tag(config=True)
+    service_url = Unicode(
+        None, allow_none=True, help="Check service URL; None means check_service_url from _config.yml."
     ).tag(config=True)
 
     def preprocess_cell(self, cell, resources, index):
         if URL_PLACEHOLDER in cell.source:
             cell.source = cell.source.replace(URL_PLACEHOLDER, self.url or repository_url())
+        if SERVICE_PLACEHOLDER in cell.source:
+            service = check_service_url() if self.service_url is None else self.service_url
+            cell.source = cell.source.replace(SERVICE_PLACEHOLDER, service)
         return cell, resources
 
 
