@@ -76,6 +76,37 @@ def _error(status, detail, **headers):
     return JSONResponse({"detail": detail}, status_code=status, headers=headers or None)
 
 
+class Limits:
+    """Pure ASGI middleware: requests per address, and the size of a POST body.
+
+    A POST must say its length (411 otherwise) and stay within
+    ``max_body_bytes`` (413), checked before the body is read.
+    """
+
+    def __init__(self, app, settings, address_limit):
+        self.app, self.settings, self.address_limit = app, settings, address_limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        address = (scope.get("client") or ("?", 0))[0]
+        response = None
+        if not self.address_limit.allow(address):
+            response = _error(429, "too many requests from this address; wait a minute",
+                              **{"Retry-After": str(self.address_limit.retry_after(address))})
+        elif scope["method"] == "POST":
+            headers = dict(scope.get("headers") or [])
+            length = headers.get(b"content-length", b"").decode("latin-1")
+            limit = self.settings.max_body_bytes
+            if not length:
+                response = _error(411, "a POST needs a Content-Length header")
+            elif not length.isdigit() or int(length) > limit:
+                response = _error(413, f"the request body is {length} bytes; the limit is {limit}")
+        if response is not None:
+            return await response(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+
 def create_app(**overrides):
     settings = Settings(**overrides)
     if settings.migrate:
@@ -85,27 +116,19 @@ def create_app(**overrides):
     token_limit, address_limit = SlidingWindow(settings.per_token), SlidingWindow(settings.per_address)
     app = FastAPI(title="Batch normalization course: check service", version="1")
 
-    @app.middleware("http")
-    async def limit_requests(request: Request, call_next):
-        address = request.client.host if request.client else "?"
-        if not address_limit.allow(address):
-            return _error(429, "too many requests from this address; wait a minute",
-                          **{"Retry-After": str(address_limit.retry_after(address))})
-        if request.method == "POST":
-            length = request.headers.get("content-length")
-            if length is None:
-                return _error(411, "a POST needs a Content-Length header")
-            if not length.isdigit() or int(length) > settings.max_body_bytes:
-                return _error(413, f"the request body is {length} bytes; the limit is {settings.max_body_bytes}")
-        return await call_next(request)
+    app.add_middleware(Limits, settings=settings, address_limit=address_limit)
+    known_tokens = set()  # tokens are never deleted: one lookup per token and worker
 
     def reader_allowed(token):
         if not token_limit.allow(token):
             raise HTTPException(429, "too many requests for this token; wait a minute",
                                 headers={"Retry-After": str(token_limit.retry_after(token))})
+        if token in known_tokens:
+            return
         with Session() as session:
             if session.get(db.Reader, token) is None:
                 raise HTTPException(404, "unknown token: get one from POST /tokens")
+        known_tokens.add(token)
 
     @app.get("/healthz")
     def healthz():
@@ -133,6 +156,16 @@ def create_app(**overrides):
         request = json.loads(text)
         return {"case_id": case_id, "expires_at": expires.isoformat() + "Z", "request": request}
 
+    def recorded_verdict(session, case):
+        attempt = session.execute(select(db.Attempt).where(db.Attempt.case_id == case.id)).scalar_one_or_none()
+        if attempt is None:
+            return None
+        count = session.scalar(select(func.count()).select_from(db.Attempt).where(
+            db.Attempt.token == case.token, db.Attempt.assignment == case.assignment,
+            db.Attempt.part == case.part))
+        return {"case_id": case.id, "assignment": case.assignment, "part": case.part,
+                "passed": attempt.passed, "message": attempt.message, "attempts": count}
+
     @app.post("/answers", response_model=VerdictOut)
     def answers(body: AnswersIn):
         reader_allowed(body.token)
@@ -140,30 +173,25 @@ def create_app(**overrides):
             case = session.get(db.Case, body.case_id)
             if case is None or case.token != body.token:
                 raise HTTPException(404, "unknown case id for this token")
-            recorded = session.execute(select(db.Attempt).where(db.Attempt.case_id == case.id)).scalar_one_or_none()
-        if recorded is None:
-            if case.expires_at < db.now():
-                raise HTTPException(410, "these cases have expired: ask for new ones")
+            verdict = recorded_verdict(session, case)
+        if verdict is not None:
+            return verdict  # a retry: the recorded verdict, no second attempt
+        if case.expires_at < db.now():
+            raise HTTPException(410, "these cases have expired: ask for new ones")
+        try:
+            results = codec.decode(body.results, max_bytes=settings.max_body_bytes)
+        except codec.DecodeError as err:
+            raise HTTPException(422, f"malformed answer: {err}") from None
+        _, verifies = checks.draw(case.assignment, case.part, int(case.seed))
+        message = checks.judge(verifies, results)
+        with Session() as session:
             try:
-                results = codec.decode(body.results, max_bytes=settings.max_body_bytes)
-            except codec.DecodeError as err:
-                raise HTTPException(422, f"malformed answer: {err}") from None
-            _, verifies, _ = checks.prepare(case.assignment, case.part, int(case.seed))
-            message = checks.judge(verifies, results)
-            try:
-                with Session() as session, session.begin():
+                with session.begin():
                     session.add(db.Attempt(case_id=case.id, token=case.token, assignment=case.assignment,
                                            part=case.part, passed=message is None, message=message))
             except IntegrityError:
-                pass  # the same case answered at the same moment by a retry: keep the first
-            with Session() as session:
-                recorded = session.execute(select(db.Attempt).where(db.Attempt.case_id == case.id)).scalar_one()
-        with Session() as session:
-            count = session.scalar(select(func.count()).select_from(db.Attempt).where(
-                db.Attempt.token == case.token, db.Attempt.assignment == case.assignment,
-                db.Attempt.part == case.part))
-        return {"case_id": case.id, "assignment": case.assignment, "part": case.part,
-                "passed": recorded.passed, "message": recorded.message, "attempts": count}
+                session.rollback()  # the same case answered at the same moment by a retry: keep the first
+            return recorded_verdict(session, case)
 
     @app.get("/progress/{token}", response_class=HTMLResponse)
     def progress(token: str):

@@ -190,8 +190,8 @@ def banner(part, seed):
     return f"hidden tests of {part}: seed {seed} (regrade with {hidden.SEED_ENV}={seed})"
 
 
-def prepare(assignment, part, seed=None):
-    """The cases of ``part``: ``(request text, verifies, nonce)``."""
+def draw(assignment, part, seed=None):
+    """The cases of ``part`` for ``seed``: ``(requests, verifies)``, the same for the same seed."""
     chk = get(assignment, part)
     if chk is None:
         raise KeyError(f"no check is registered for part {part!r} of {assignment!r}")
@@ -201,6 +201,12 @@ def prepare(assignment, part, seed=None):
     for request, verify in chk.cases(rng):
         requests.append(request)
         verifies.append(verify)
+    return requests, verifies
+
+
+def prepare(assignment, part, seed=None):
+    """The cases of ``part``: ``(request text, verifies, nonce)``."""
+    requests, verifies = draw(assignment, part, seed)
     nonce = secrets.token_hex(8)
     return codec.dumps({"nonce": nonce, "cases": requests}), verifies, nonce
 
