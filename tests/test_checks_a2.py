@@ -152,6 +152,38 @@ def test_mistake_fails_exactly_its_parts(student):
               f"(torch's batch_norm refuses to run): {failed['bn_function_forward']}")
 
 
+# More mistakes, each on a rule the notebook states (the pipeline test does not run these).
+MORE_MISTAKES = {
+    "saves_x_not_x_hat": ([("bn_function_code", "ctx.save_for_backward(x_hat, invstd, weight)",
+                            "ctx.save_for_backward(x, invstd, weight)")], {"bn_function_forward"}),
+    "backward_ignores_weight": ([("bn_function_code", "scale = weight.view(1, -1, 1, 1) * invstd / m",
+                                  "scale = invstd / m")], {"bn_function_backward"}),
+    "eval_without_eps": ([("bn_module_code", "invstd = torch.rsqrt(self.running_var + self.eps)",
+                           "invstd = torch.rsqrt(self.running_var)")], {"bn_module_eval"}),
+    "mean_of_batch_means": ([("population_statistics_code", "mean = mean + delta * n / (count + n)",
+                              "mean = mean + delta / 2")], {"population_stats"}),
+    "fold_drops_dilation": ([("fold_code", "padding=conv.padding, dilation=conv.dilation,", "padding=conv.padding,")],
+                            {"fold_conv_bn"}),
+    "fold_drops_groups": ([("fold_code", "dilation=conv.dilation, groups=conv.groups,", "dilation=conv.dilation,")],
+                          {"fold_conv_bn"}),
+    "accuracies_swapped": ([("digits_experiment_code", "return acc_running, acc_batch",
+                             "return acc_batch, acc_running")], {"digits_experiment"}),
+    "model_not_copied": ([("digits_experiment_code", "accuracy(copy.deepcopy(model).eval(), X, y)",
+                           "accuracy(model.eval(), X, y)")], {"digits_experiment"}),
+    "batch_size_ignored": ([("digits_experiment_code", "X, y, batch_size=batch_size)", "X, y)")],
+                           {"digits_experiment"}),
+}
+
+
+@pytest.mark.parametrize("student", sorted(MORE_MISTAKES))
+def test_more_mistakes_fail_exactly_their_parts(student):
+    changes, must_fail = MORE_MISTAKES[student]
+    ns = namespace(changes)
+    for seed in SEEDS[:2]:
+        failed = {part: run_part(part, ns, seed) for part in graded_parts()}
+        assert {p for p, message in failed.items() if message} == must_fail, failed
+
+
 def test_a_delegating_forward_passes_without_the_profile():
     """Without the profile, the check cannot see a forward that calls torch's batch norm:
     the verdict comes from the kernel profile, not from watching."""

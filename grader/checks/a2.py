@@ -324,7 +324,8 @@ def _expected(layer, bn, x):
         if layer["kind"] == "Linear":
             y = F.linear(x.double(), w, b)
         else:
-            y = F.conv2d(x.double(), w, b, stride=layer["stride"], padding=layer["padding"])
+            y = F.conv2d(x.double(), w, b, stride=layer["stride"], padding=layer["padding"],
+                         dilation=layer.get("dilation", 1), groups=layer.get("groups", 1))
         return F.batch_norm(y, bn["running_mean"].double(), bn["running_var"].double().clone(),
                             bn["weight"].double(), bn["bias"].double(), training=False, eps=bn["eps"])
 
@@ -415,6 +416,17 @@ def fold_conv_bn(rng):
         x = tensor(rng.normal(size=(int(rng.integers(1, 4)), cin, 7, 6)))
         label = f"bias={has_bias}, stride={stride}, padding={padding}"
         yield _fold_case("fold_conv_bn", layer, bn, x, label, False, 1e-5, 1e-6)
+    # The release text: a Conv2d keeps its dilation and groups too.
+    for dilation, groups in ((2, 1), (1, int(rng.integers(2, 4)))):
+        cin, cout = groups * int(rng.integers(1, 3)), groups * int(rng.integers(1, 3))
+        has_bias, padding = bool(rng.integers(0, 2)), int(rng.integers(0, 3))
+        layer = {"kind": "Conv2d", "weight": tensor(rng.normal(size=(cout, cin // groups, 3, 3))),
+                 "bias": tensor(rng.normal(size=cout)) if has_bias else None, "stride": 1, "padding": padding,
+                 "dilation": dilation, "groups": groups}
+        bn = _bn_values(rng, cout, float(rng.uniform(1e-5, 1e-1)), False)
+        x = tensor(rng.normal(size=(2, cin, 7, 6)))
+        label = f"bias={has_bias}, padding={padding}, dilation={dilation}, groups={groups}"
+        yield _fold_case("fold_conv_bn", layer, bn, x, label, False, 1e-5, 1e-6)
 
 
 # --- Part 5: the experiment -----------------------------------------------------
@@ -436,21 +448,38 @@ def _grader_model(rng):
     return model, X_test, y_test
 
 
+def _accuracy_band(model, X, y, batch_size):
+    """``bnref.experiments.accuracy``'s value, and how far another process may land from it.
+
+    The kernel recomputes the same logits, possibly with another summation
+    order (thread count); an example whose two largest logits are closer
+    than 1e-4 may flip, so each such example widens the band by 1 / len(X).
+    """
+    torch = _torch()
+    with torch.no_grad():
+        if batch_size is None:
+            logits = model(X)
+        else:
+            logits = torch.cat([model(X[i:i + batch_size]) for i in range(0, len(X), batch_size)])
+    top2 = logits.topk(2, dim=1).values
+    near_ties = int(((top2[:, 0] - top2[:, 1]) < 1e-4).sum())
+    value = float((logits.argmax(dim=1) == y).float().mean())
+    return value, (near_ties + 1e-4) / len(X)
+
+
 @check("digits_experiment", profile="plain")
 def digits_experiment(rng):
     import copy
 
     torch = _torch()
-    from bnref.experiments import accuracy
-
     model, X, y = _grader_model(rng)
     # The visible test's case first (train mode, batches of 4), then fresh batch sizes in both modes.
     for training, batch_size, visible in ((True, 4, True), (True, int(rng.integers(2, 40)), False),
                                           (False, int(rng.integers(2, 40)), False)):
         model.train(training)
         state = copy.deepcopy(model.state_dict())
-        want_running = accuracy(copy.deepcopy(model).eval(), X, y)
-        want_batch = accuracy(copy.deepcopy(model).train(), X, y, batch_size=batch_size)
+        want_running = _accuracy_band(copy.deepcopy(model).eval(), X, y, None)
+        want_batch = _accuracy_band(copy.deepcopy(model).train(), X, y, batch_size)
         request = _case("a2_digits", channels=list(DIGITS_CHANNELS), state=state, training=training, X=X, y=y,
                         batch_size=batch_size)
 
@@ -477,9 +506,10 @@ def digits_experiment(rng):
                 torch.equal(after[k].reshape(-1), v.reshape(-1)) for k, v in state.items())  # 0-d arrive as 1-d
             require(same, "compare_statistics must leave the model's running statistics as they were "
                           "(work on deep copies)" if visible else "compare_statistics changed the model's state")
-            require(abs(ra - want_running) < 1e-6,
+            require(abs(ra - want_running[0]) <= want_running[1],
                     "acc_running is not the eval-mode accuracy of the model on the whole test set")
-            require(abs(ba - want_batch) < 1e-6, f"acc_batch is not the train-mode accuracy on batches of {batch_size}")
+            require(abs(ba - want_batch[0]) <= want_batch[1],
+                    f"acc_batch is not the train-mode accuracy on batches of {batch_size}")
 
         yield request, verify
 

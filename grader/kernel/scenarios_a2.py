@@ -193,8 +193,10 @@ def a2_fold(ns, fn, layer, bn):
         module = nn.Linear(weight.shape[1], weight.shape[0], bias=has_bias)
         norm = nn.BatchNorm1d(weight.shape[0], eps=bn["eps"])
     else:
-        module = nn.Conv2d(weight.shape[1], weight.shape[0], weight.shape[2], stride=layer["stride"],
-                           padding=layer["padding"], bias=has_bias)
+        groups = layer.get("groups", 1)
+        module = nn.Conv2d(weight.shape[1] * groups, weight.shape[0], weight.shape[2], stride=layer["stride"],
+                           padding=layer["padding"], dilation=layer.get("dilation", 1), groups=groups,
+                           bias=has_bias)
         norm = nn.BatchNorm2d(weight.shape[0], eps=bn["eps"])
     module, norm = module.to(weight.dtype), norm.to(weight.dtype)
     with torch.no_grad():
