@@ -60,7 +60,7 @@ def _case(scenario, **fields):
 
 @check("bn_function_forward", profile="no_norm")
 def bn_function_forward(rng):
-    # The visible test's case: float64 (4, 3, 5, 5), weight in [0, 1), eps 1e-5.
+    # The visible test's case: float64 (4, 3, 5, 5), weight positive (the test divides by it), eps 1e-5.
     x = tensor(rng.normal(size=(4, 3, 5, 5)) * 2 + 1)
     weight, bias = tensor(rng.uniform(0.1, 1, size=3)), tensor(rng.normal(size=3))
     yield (_case("a2_function_forward", x=x, weight=weight, bias=bias, eps=1e-5),
