@@ -29,7 +29,8 @@ class DecodeError(ValueError):
 
 
 def _array(value, tag):
-    array = np.ascontiguousarray(value)
+    array = np.asarray(value)
+    array = np.ascontiguousarray(array).reshape(array.shape)  # keeps 0-d arrays 0-d
     if array.dtype.name not in DTYPES:
         return {"$object": f"array of dtype {array.dtype}"}
     return {tag: {"dtype": array.dtype.name, "shape": list(array.shape),
