@@ -184,3 +184,86 @@ def test_fuzz_against_the_openapi_schema(tmp_path):
 
         fuzz()
     assert not failures, failures[:3]
+
+
+def test_a_restart_loses_and_duplicates_no_attempt(tmp_path):
+    """Readers keep answering while the service is killed (SIGKILL) and started
+    again: every verdict a reader received is recorded once, and nothing else is."""
+    import asyncio
+
+    from sqlalchemy import create_engine, text
+
+    from _service import ServiceProcess
+    from service import loadtest
+
+    database = f"sqlite:///{tmp_path / 'restart.db'}"
+    env = {"CHECK_SERVICE_RATE_PER_ADDRESS": "1000000", "CHECK_SERVICE_RATE_PER_TOKEN": "1000000"}
+    service = ServiceProcess(database, env=env).start()
+
+    async def restart(stats):
+        while len(stats["acknowledged"]) < 40:
+            await asyncio.sleep(0.05)
+        await asyncio.to_thread(service.kill)
+        stats["killed_after"] = len(stats["acknowledged"])
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(service.start)
+
+    try:
+        stats = loadtest.run(service.url, readers=8, seconds=10, during=restart)
+    finally:
+        service.kill()
+    print(loadtest.summary(stats), "killed after", stats["killed_after"], "answers")
+    with create_engine(database).connect() as connection:
+        rows = connection.execute(text("SELECT case_id, passed FROM attempts")).all()
+    recorded = [case_id for case_id, _ in rows]
+    assert len(recorded) == len(set(recorded)), "an attempt was recorded twice"
+    assert set(stats["acknowledged"]) <= set(recorded), "an acknowledged attempt was lost"
+    assert set(recorded) <= stats["sent"]
+    assert stats["transport_errors"] > 0, "the readers never noticed the restart"
+    assert len(stats["acknowledged"]) > stats["killed_after"], "no answer after the restart"
+    assert not stats["wrong"] and all(passed for _, passed in rows)
+
+
+def test_a_release_notebook_checks_a_part_through_a_running_service(tmp_path):
+    """A1's release notebook, answered and executed by nbclient, checks a part through
+    the service on 127.0.0.1; the verdict shows in the cell, and the reader's
+    progress page, opened in Chromium, lists the part as passed."""
+    import os
+    import pathlib
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    from _nbgrader import REPO, completed
+    from _service import ServiceProcess
+
+    chromium = pathlib.Path(os.environ.get("BNREF_CHROMIUM", "/usr/bin/chromium"))
+    name = f"{A1}.ipynb"
+    release = nbformat.read(REPO / "assignments" / A1 / name, as_version=4)
+    nb = completed(release, nbformat.read(REPO / "solutions" / A1 / name, as_version=4))
+    stop = next(i for i, c in enumerate(nb.cells) if c.source.strip() == 'check("bn_backward")')
+    nb.cells = nb.cells[:stop + 1]
+    with ServiceProcess(f"sqlite:///{tmp_path / 'nb.db'}") as service:
+        (setup,) = [c for c in nb.cells if 'Checker("a1_batchnorm_numpy", url="")' in c.source]
+        setup.source = setup.source.replace('url=""', f'url="{service.url}"')
+        home = tmp_path / "home"
+        home.mkdir()
+        NotebookClient(nb, timeout=120, kernel_name="python3",
+                       resources={"metadata": {"path": str(tmp_path)}}).execute(env=dict(os.environ, HOME=str(home)))
+        printed = "".join(o.get("text", "") for o in nb.cells[stop].outputs)
+        assert "bn_backward: passed the hidden tests (attempt 1)." in printed, printed
+        progress = next(line.split(": ", 1)[1] for line in printed.splitlines() if line.startswith("Your progress"))
+        assert (home / ".bncourse").is_dir(), "the reader's token was not kept"
+        if not chromium.exists():
+            pytest.skip(f"Chromium not found at {chromium}: install it with `apt-get install chromium`")
+        from playwright.sync_api import sync_playwright
+
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=str(chromium),
+                                         args=["--no-sandbox", "--disable-gpu", "--no-first-run"])
+            page = browser.new_page()
+            page.goto(progress)
+            rows = page.locator("tbody tr").all_inner_texts()
+            browser.close()
+    assert any("bn_backward" in row and "passed" in row for row in rows), rows
+    assert any("bn_forward_train" in row and "passed" in row for row in rows), rows
