@@ -207,3 +207,54 @@ def test_large_mean_catches_the_textbook_variance():
         with pytest.raises(CheckFailed, match="numerically stable"):
             verifies[-1]({"returned": (exact[0], naive), "watched": []})
         verifies[-1]({"returned": exact, "watched": []})
+
+
+def test_bandwidth_on_a_gpu_checks_results_and_applies_the_40_percent_rule(monkeypatch):
+    """Part 4's GPU path, run here on a small input: the scenario's calls and answer, the checks of the
+    timed calls' results against an autograd oracle, and the 40% rule on the reported times.
+    (The times come from a stand-in for do_bench: speed itself is only measured on a GPU.)"""
+    import triton.testing
+    import torch.nn.functional as F
+
+    n = 96
+    monkeypatch.setattr(checks_a3, "_gpu", lambda: True)
+    monkeypatch.setattr(checks_a3, "BANDWIDTH_N", n)
+    monkeypatch.setattr(scenarios_a3, "timing_device", lambda: "cpu")
+    benched = []
+
+    def do_bench(fn):
+        fn()
+        benched.append(fn)
+        return 1.0
+
+    monkeypatch.setattr(triton.testing, "do_bench", do_bench)
+    text, verifies, _ = checks.prepare(A3, "bn_bandwidth", 3)
+    assert len(text) < 64_000, "the request must not carry the timed tensors"
+    (case,) = codec.loads(text)["cases"]
+    # The oracle: the same draws, normalized and differentiated by autograd in float64.
+    g = torch.Generator().manual_seed(case["seed"])
+    x = (torch.randn(n, n, generator=g) * 2 + 1).double().requires_grad_()
+    dy = torch.randn(n, n, generator=g).double()
+    y = F.batch_norm(x, None, None, case["gamma"].double(), case["beta"].double(), training=True, eps=case["eps"])
+    (dx,) = torch.autograd.grad(y, x, dy)
+    rows = case["rows"]
+    ns = solution_namespace()
+    answer = codec.decode(driver.run(ns, codec.loads(text)))[0]
+    assert torch.allclose(answer["forward"][0].double(), y.detach()[rows], atol=1e-4)
+    assert torch.allclose(answer["backward"][0].double(), dx[rows], atol=1e-4)
+    assert answer["watched"] == [] and answer["ms"] == {"copy": 1.0, "forward": 1.0, "backward": 1.0}
+    assert len(benched) == 3
+
+    def judge(ms, **changes):
+        result = dict(answer, ms=ms, **changes)
+        return checks.judge(verifies, [result])
+
+    assert judge({"copy": 1.0, "forward": 2.0, "backward": 3.0}) is None  # 50% of the copy each (backward moves 3 bytes for its 2)
+    assert "forward reaches 33% of the copy bandwidth, below 40%" in judge({"copy": 1.0, "forward": 3.0, "backward": 3.0})
+    assert "backward reaches 15% of the copy bandwidth" in judge({"copy": 1.0, "forward": 1.0, "backward": 10.0})
+    wrong = (answer["forward"][0] + 0.01, *answer["forward"][1:])
+    assert "the timed forward pass gives wrong results" in judge({"copy": 1.0, "forward": 1.0, "backward": 1.0},
+                                                                 forward=wrong)
+    assert "arithmetic must run inside @triton.jit kernels" in judge({"copy": 1, "forward": 1, "backward": 1},
+                                                                    watched=["sum"])
+    assert "no times" in judge(None)
