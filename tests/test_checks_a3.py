@@ -249,8 +249,10 @@ def test_bandwidth_on_a_gpu_checks_results_and_applies_the_40_percent_rule(monke
         result = dict(answer, ms=ms, **changes)
         return checks.judge(verifies, [result])
 
-    assert judge({"copy": 1.0, "forward": 2.0, "backward": 3.0}) is None  # 50% of the copy each (backward moves 3 bytes for its 2)
-    assert "forward reaches 33% of the copy bandwidth, below 40%" in judge({"copy": 1.0, "forward": 3.0, "backward": 3.0})
+    # 50% of the copy's bandwidth each (backward moves 3 bytes per element for the copy's 2).
+    assert judge({"copy": 1.0, "forward": 2.0, "backward": 3.0}) is None
+    assert "forward reaches 33% of the copy bandwidth, below 40%" in judge(
+        {"copy": 1.0, "forward": 3.0, "backward": 3.0})
     assert "backward reaches 15% of the copy bandwidth" in judge({"copy": 1.0, "forward": 1.0, "backward": 10.0})
     wrong = (answer["forward"][0] + 0.01, *answer["forward"][1:])
     assert "the timed forward pass gives wrong results" in judge({"copy": 1.0, "forward": 1.0, "backward": 1.0},

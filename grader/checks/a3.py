@@ -112,7 +112,7 @@ def _int(g, low, high):
 # --- Part 1: statistics ----------------------------------------------------
 
 def _verify_stats(x, rules):
-    """``rules``: [(what, rtol, atol, message)] for what in ("mean", "var")."""
+    """``rules``: ``{"shape": message, "mean": (rtol, atol, message), "var": (rtol, atol, message)}``."""
     xd = x.double()
     want = {"mean": xd.mean(dim=0).numpy(), "var": xd.var(dim=0, unbiased=False).numpy()}
     C = x.shape[1]
