@@ -52,7 +52,7 @@ INSTALL_HINT = (
 # credentials, the instructor's paths) stays outside.
 ENV_KEEP = ("PATH", "LANG", "LANGUAGE", "TZ", "TERM", "MPLBACKEND", "TRITON_INTERPRET",
             "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "PYTHONHASHSEED",
-            "PYTHONPATH", "GRADER_SEED")  # GRADER_SEED: legacy in-kernel hidden tests (A2, A3)
+            "PYTHONPATH")  # not GRADER_SEED: the kernel has no use for the grading seed
 
 
 class SandboxUnavailable(RuntimeError):
@@ -207,20 +207,6 @@ def _namespace_args(settings, uid):
     return common + ["--unshare-user", "--uid", "65534", "--gid", "65534", "--cap-drop", "ALL"], []
 
 
-def _grader_kernel_binds(made):
-    """Of ``grader/``, only the legacy in-kernel helpers (no check, no reference value).
-
-    The kernel side of grading is ``bnref.checking``, inside the reference
-    package the sandbox binds anyway.
-    """
-    # Legacy: A2's and A3's hidden tests still run in the kernel and import
-    # these two until their checks land in grader/checks/ (issue #12).
-    here = os.path.dirname(os.path.abspath(__file__))
-    args = _mkdirs(os.path.join(here, "x"), made)
-    files = [os.path.join(here, name) for name in ("__init__.py", "guards.py", "hidden.py")]
-    return args + [arg for path in files for arg in ("--ro-bind", path, path)]
-
-
 def bwrap_command(settings, kernel_cmd, *, cwd, ipc_dir, uid, bwrap_path="bwrap", profile="plain"):
     """The full argv that runs ``kernel_cmd`` in the sandbox.
 
@@ -249,7 +235,9 @@ def bwrap_command(settings, kernel_cmd, *, cwd, ipc_dir, uid, bwrap_path="bwrap"
     for root in _python_roots(kernel_cmd) + list(settings.extra_ro_paths):
         args += _mkdirs(root, made) + ["--ro-bind", root, root]
         made.add(root)
-    args += _grader_kernel_binds(made) + hide.binds(profile)
+    # Of the repository the kernel sees bnref (with its kernel side, bnref.checking)
+    # and nothing of grader/; each profile hides more (grader/hide.py).
+    args += hide.binds(profile)
     if cwd:
         cwd = os.path.abspath(cwd)
         args += _mkdirs(cwd, made)

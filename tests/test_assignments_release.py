@@ -69,7 +69,7 @@ def test_release_hides_solutions_and_hidden_tests(assignment):
     solution = (REPO / "solutions" / assignment / f"{assignment}.ipynb").read_text()
     release = (REPO / "assignments" / assignment / f"{assignment}.ipynb").read_text()
     assert "BEGIN HIDDEN TESTS" in solution and "BEGIN SOLUTION" in solution
-    for marker in ("BEGIN HIDDEN TESTS", "BEGIN SOLUTION", "grader.guards", "{{REPOSITORY_URL}}"):
+    for marker in ("BEGIN HIDDEN TESTS", "BEGIN SOLUTION", "grader.checks", "{{REPOSITORY_URL}}"):
         assert marker not in release, f"the release of {assignment} contains {marker!r}"
     # The install cell points at the one repository URL of the course.
     assert f"git+{repository_url()}" in release
