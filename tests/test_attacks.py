@@ -13,7 +13,7 @@ import nbformat
 import pytest
 
 from _nbgrader import REPO, make_course
-from test_nbgrader_pipeline import A1, A1_STUDENTS, CELL_TIMEOUT, auto_scores, run_pipeline
+from test_nbgrader_pipeline import A1, A1_STUDENTS, A2, CELL_TIMEOUT, auto_scores, run_pipeline
 
 BASE = A1_STUDENTS["dx_missing_term"][0]
 DEF = "def batchnorm_backward_alt("
@@ -230,3 +230,70 @@ def test_attack_feedback_holds_no_hidden_test(attacked, attack):
     assert "FOUND-HIDDEN-TEXT" not in printed, f"{attack}: the student's code found hidden-test text"
     if attack == "prints_test_source":  # the search ran (in the notebook's own call of the function)
         assert "WALK-DONE" in printed
+
+
+# --- A2: delegating to PyTorch's batch norm, however it is reached ----------------
+
+A2_RETURN = "        return weight.view(1, -1, 1, 1) * x_hat + bias.view(1, -1, 1, 1)"
+A2_FULL = 19.0
+
+
+def a2_forward(code):
+    """Replace the Function's output by ``code`` (which must set ``out``): right values, not written by hand."""
+    body = "".join("        " + line + "\n" for line in code.strip("\n").splitlines())
+    return [("bn_function_code", A2_RETURN, body + "        return out")]
+
+
+A2_ATTACKS = {
+    "plain_delegation": a2_forward("out = torch.nn.functional.batch_norm(x, None, None, weight, bias, True, 0.1, eps)"),
+    "delegation_profilers_off": a2_forward("""
+import sys, threading
+sys.setprofile(None); sys.settrace(None); threading.setprofile(None); threading.settrace(None)
+out = torch.nn.functional.batch_norm(x, None, None, weight, bias, True, 0.1, eps)"""),
+    "aten_operator": a2_forward(
+        "out = torch.ops.aten.native_batch_norm.default(x, weight, bias, None, None, True, 0.1, eps)[0]"),
+    "torch_decomposition": a2_forward("""
+import torch._decomp.decompositions as decompositions
+out = decompositions.native_batch_norm(x, weight, bias, None, None, True, 0.1, eps)[0]"""),
+    "decomposition_source_from_disk": a2_forward("""
+import ast, inspect, torch._decomp.decompositions as decompositions
+tree = ast.parse(open(inspect.getsourcefile(decompositions)).read())
+helper = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "native_batch_norm_helper")
+helper.decorator_list = []
+namespace = dict(vars(decompositions))
+exec(compile(ast.Module(body=[helper], type_ignores=[]), "copy", "exec"), namespace)
+out = namespace["native_batch_norm_helper"](x, weight, bias, None, None, True, 0.1, eps, False)[0]"""),
+    "layer_norm_on_channels": a2_forward("""
+rows = x.transpose(0, 1).reshape(x.shape[1], -1)
+normed = torch.nn.functional.layer_norm(rows, rows.shape[1:], eps=eps)
+out = normed.reshape(x.shape[1], x.shape[0], *x.shape[2:]).transpose(0, 1) * weight.view(1, -1, 1, 1) + bias.view(1, -1, 1, 1)"""),
+    "registrations_destroyed_via_gc": a2_forward("""
+import gc
+for obj in gc.get_objects():
+    if type(obj).__name__ == "Library" and getattr(obj, "ns", "") == "aten":
+        obj._destroy()
+out = torch.nn.functional.batch_norm(x, None, None, weight, bias, True, 0.1, eps)"""),
+}
+
+
+@pytest.fixture(scope="module")
+def attacked_a2(tmp_path_factory):
+    course = make_course(tmp_path_factory.mktemp("attacks_a2"), Execute__timeout=CELL_TIMEOUT)
+    notebook, _, _ = run_pipeline(course, A2, {name: (changes, None) for name, changes in A2_ATTACKS.items()})
+    return course, notebook
+
+
+@pytest.mark.parametrize("attack", sorted(A2_ATTACKS))
+def test_a2_delegation_scores_nothing(attacked_a2, attack):
+    """The Function's forward gets the right numbers from PyTorch instead of computing
+    them: that part scores 0 whatever route reached PyTorch, and nothing else is lost
+    or gained."""
+    course, notebook = attacked_a2
+    scores = {part: score for part, (score, _) in auto_scores(course, A2, notebook, attack).items()}
+    assert scores["bn_function_forward"] == 0.0, f"{attack}: {scores}"
+    assert sum(scores.values()) <= A2_FULL - 2, f"{attack}: {scores}"
+    # Stopped because the reference is not there, not by some accident of the attack.
+    graded = nbformat.read(course["dir"] / "autograded" / attack / A2 / f"{notebook}.ipynb", as_version=4)
+    (cell,) = [c for c in graded.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "bn_function_forward"]
+    message = "".join(o.get("evalue", "") for o in cell.outputs)
+    assert "not available while" in message, f"{attack}: {message}"
