@@ -32,7 +32,7 @@ import sys
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
 INSTRUCTOR_ONLY = ("solutions/", "grader/", "nbgrader_config.py", "tools/regenerate_assignments.py",
-                   "tools/copy_report.py", "tools/public_export.py", "service/", "benchmarks/check_service_load.py",
+                   "tools/copy_report.py", "tools/public_export.py", "service/", "benchmarks/check_service_load.py", "benchmarks/grading_time.py",
                    "tests/independent_solutions.py")  # a complete solution of every assignment
 # A test file that names any of these needs the instructor's side to run.
 INSTRUCTOR_MARKERS = re.compile(r"\bsolutions\b|\bgrader\b|nbgrader_config|copy_report|public_export")
