@@ -14,9 +14,8 @@ import functools
 
 import numpy as np
 
-from bnref.checking import codec
 from grader import checks
-from grader.checks import fail, require, variable
+from grader.checks import fail, raised, require, variable
 
 ASSIGNMENT = "a2_test_time_inference"
 check = functools.partial(checks.check, ASSIGNMENT)
@@ -34,17 +33,9 @@ def tensor(value):
     return _torch().from_numpy(np.ascontiguousarray(value, dtype=np.float64))
 
 
-def _raised(value, what):
-    if isinstance(value, codec.Raised):
-        fail(f"{what} raised {value!r}")
-    if isinstance(value, codec.Opaque):
-        fail(f"{what} returned {value!r}, which is not a value the assignment asks for")
-    return value
-
-
 def _tensor(value, what, shape=None):
     torch = _torch()
-    _raised(value, what)
+    raised(value, what)
     if not isinstance(value, torch.Tensor):
         fail(f"{what} must be a tensor, got {type(value).__name__}")
     if shape is not None and tuple(value.shape) != tuple(shape):
@@ -91,7 +82,7 @@ def _verify_forward(x, weight, bias, eps, visible=False):
     C, shape = x.shape[1], tuple(x.shape)
 
     def verify(result):
-        out = _raised(result["out"], "BatchNorm2dFunction.apply")
+        out = raised(result["out"], "BatchNorm2dFunction.apply")
         out = _tensor(out, "out")
         require(tuple(out.shape) == shape, f"out must have x's shape {shape}, got {tuple(out.shape)}")
         if visible:
@@ -104,7 +95,7 @@ def _verify_forward(x, weight, bias, eps, visible=False):
         require(_allclose(out, want, 1e-7, 1e-9), f"the output is wrong for x of shape {shape}")
         require(result["own"] is True,
                 "the output must come from BatchNorm2dFunction (its grad_fn), not from autograd through other operations")
-        saved = _raised(result["saved"], "reading the saved tensors")
+        saved = raised(result["saved"], "reading the saved tensors")
         require(isinstance(saved, (tuple, list)) and len(saved) == 3, "save exactly (x_hat, invstd, weight) for backward")
         require(_allclose(_tensor(saved[0], "the saved x_hat"), (x - mean) * invstd, 1e-7, 1e-9),
                 "the saved x_hat is wrong")
@@ -138,7 +129,7 @@ def _backward_case(x, weight, bias, dout, eps, visible):
                     needs_input_grad=(True, True, True, False))
 
     def verify(result):
-        grads = _raised(result["returned"], "BatchNorm2dFunction.backward")
+        grads = raised(result["returned"], "BatchNorm2dFunction.backward")
         require(not result["autograd"],
                 "backward must compute the gradients by hand, without autograd; "
                 f"your backward called {', '.join(result['autograd'])}")
@@ -201,10 +192,10 @@ def _module_train_case(C, options, weight, bias, xs, visible=False):
                     miss=MODULE_MISS)
 
     def verify(result):
-        _raised(result["built"], "BatchNorm2d(...)")
+        raised(result["built"], "BatchNorm2d(...)")
         for step, (x, entry, want, got) in enumerate(zip(xs, table, expected, result["steps"])):
-            out = _tensor(_raised(got["out"], "BatchNorm2d's forward"), "the module's output")
-            state = _raised(got["state"], "state_dict()")
+            out = _tensor(raised(got["out"], "BatchNorm2d's forward"), "the module's output")
+            state = raised(got["state"], "state_dict()")
             require(isinstance(state, dict) and set(state) == STATE_KEYS,
                     f"state_dict keys must match torch.nn.BatchNorm2d's, got {sorted(state) if isinstance(state, dict) else state}")
             require(got["own"] is True, "in train mode the module must normalize with BatchNorm2dFunction")
@@ -241,7 +232,7 @@ def bn_module_eval(rng):
         eps = float(rng.uniform(1e-5, 1e-1))
         values = {"weight": tensor(rng.normal(size=C)), "bias": tensor(rng.normal(size=C)),
                   "running_mean": tensor(rng.normal(size=C)), "running_var": tensor(rng.uniform(0.5, 1.5, size=C)),
-                  "num_batches_tracked": 7}  # an int: the codec sends 0-d arrays as 1-d
+                  "num_batches_tracked": 7}  # an int (as a state_dict may hold one)
         x = tensor(rng.normal(size=(int(rng.integers(1, 6)), C, 3, 2)) * 3)
         yield _module_eval_case(C, {"eps": eps}, values, x)
 
@@ -256,9 +247,9 @@ def _module_eval_case(C, options, values, x, visible=False):
     request = _case("a2_module_eval", C=C, options=options, values=values, x=x, miss=EVAL_MISS)
 
     def verify(result):
-        _raised(result["built"], "BatchNorm2d(...)")
-        out = _tensor(_raised(result["out"], "BatchNorm2d's forward in eval mode"), "the eval-mode output")
-        before, after = _raised(result["before"], "state_dict()"), _raised(result["after"], "state_dict()")
+        raised(result["built"], "BatchNorm2d(...)")
+        out = _tensor(raised(result["out"], "BatchNorm2d's forward in eval mode"), "the eval-mode output")
+        before, after = raised(result["before"], "state_dict()"), raised(result["after"], "state_dict()")
         if visible:
             require(_allclose(out, want, 0, 1e-5), "eval mode must use the running statistics")
             require(bool(torch.all(after["running_mean"] == 1.0)), "eval mode must not change running_mean")
@@ -292,7 +283,7 @@ def _population_case(data, conv, batch_size, visible=False):
     request = _case("a2_population_stats", data=data, conv=conv, batch_size=batch_size)
 
     def verify(result):
-        returned = _raised(result["returned"], "population_statistics")
+        returned = raised(result["returned"], "population_statistics")
         require(isinstance(returned, (tuple, list)) and len(returned) == 2,
                 "population_statistics must return (mean, var)")
         mean, var = _tensor(returned[0], "mean"), _tensor(returned[1], "var")
@@ -372,7 +363,7 @@ def _fold_case(fn, layer, bn, x, label, visible, rtol, atol):
         require(result[f"is_{'linear' if kind == 'Linear' else 'conv'}"] is True,
                 f"return a new nn.{kind}" + ("" if visible else f", got {result.get('type')}"))
         require(result["same"] is False, "return a new layer, do not modify the one you are given")
-        after = _raised(result["layer_after"], "the given layer's state_dict()")
+        after = raised(result["layer_after"], "the given layer's state_dict()")
         unchanged = isinstance(after, dict) and set(after) == set(before) and all(
             torch.equal(after[k].to(v.dtype), v) for k, v in before.items())
         short = "linear" if kind == "Linear" else "conv"
@@ -491,7 +482,7 @@ def digits_experiment(rng):
 
         def verify(result, training=training, batch_size=batch_size, state=state, visible=visible,
                    want_running=want_running, want_batch=want_batch):
-            returned = _raised(result["returned"], "compare_statistics")
+            returned = raised(result["returned"], "compare_statistics")
             require(isinstance(returned, (tuple, list)) and len(returned) == 2,
                     "compare_statistics must return (acc_running, acc_batch)")
             values = []
@@ -507,7 +498,7 @@ def digits_experiment(rng):
                 require(result["training"] is True,
                         "compare_statistics must leave the model's mode as it was (work on a deep copy)")
             require(result["training"] is training, "compare_statistics changed the model's mode")
-            after = _raised(result["state"], "the model's state_dict()")
+            after = raised(result["state"], "the model's state_dict()")
             same = isinstance(after, dict) and set(after) == set(state) and all(
                 torch.equal(after[k].reshape(-1), v.reshape(-1)) for k, v in state.items())  # 0-d arrive as 1-d
             require(same, "compare_statistics must leave the model's running statistics as they were "
