@@ -339,6 +339,36 @@ def test_a3_pipeline(pipelines):
     assert "bnref.triton is not available while assignments are graded" in html
 
 
+def test_check_service_agrees_with_nbgrader(pipelines, tmp_path):
+    """The readers' check service, given the same code, passes and fails each part
+    of every submission above as nbgrader's autograde did, with a message on failure.
+    Left out, with the reason: delegations (online, the reader's own machine runs
+    the code and has the references, which only grading's kernel profiles remove)
+    and mistakes in the use of nbgrader itself."""
+    from _service import app_client, notebook_namespace
+    from test_check_service import DELEGATIONS, MECHANICS, check_online, online_parts
+
+    client = app_client(tmp_path, per_token=10**6, per_address=10**6)
+    compared, disagreements = 0, []
+    for assignment, students in ((A1, A1_STUDENTS), (A2, A2_STUDENTS), (A3, A3_STUDENTS)):
+        course, notebook, _, _ = pipelines[assignment]
+        for student, (changes, _) in students.items():
+            if student in MECHANICS or (assignment, student) in DELEGATIONS:
+                print(f"not compared: {assignment} {student} (a delegation or an nbgrader mechanic)")
+                continue
+            scores = auto_scores(course, assignment, notebook, student)
+            namespace = notebook_namespace(assignment, changes)
+            token = client.post("/tokens").json()["token"]
+            for part in online_parts(assignment):
+                verdict = check_online(client, token, assignment, part, namespace)
+                graded = scores[part][0] == scores[part][1]
+                compared += 1
+                if verdict["passed"] != graded or (not graded and not verdict["message"]):
+                    disagreements.append((assignment, student, part, graded, verdict))
+    print(f"{compared} verdicts compared")
+    assert compared > 200 and not disagreements, disagreements[:3]
+
+
 @pytest.mark.parametrize("assignment", [A1, A2, A3])
 def test_independent_solution_answers_every_code_cell(assignment):
     release = nbformat.read(REPO / "assignments" / assignment / f"{assignment}.ipynb", as_version=4)
