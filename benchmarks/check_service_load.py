@@ -8,7 +8,7 @@ so every verdict must be "passed".
 
     .venv/bin/python benchmarks/check_service_load.py [--workers 2] [--readers 32] [--seconds 20]
 
-Writes benchmarks/results/check_service_load.json.
+Writes benchmarks/results/cpu/check_service_load.json.
 """
 import argparse
 import json
@@ -30,7 +30,7 @@ def main(argv=None):
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--readers", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "check_service_load.json"))
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "cpu" / "check_service_load.json"))
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         env = {"CHECK_SERVICE_RATE_PER_ADDRESS": "1000000", "CHECK_SERVICE_RATE_PER_TOKEN": "1000000"}

@@ -9,7 +9,7 @@ medians and their ratio are reported. Sandbox on, as in a real course.
 
     .venv/bin/python benchmarks/grading_time.py [--baseline c760a02] [--repeat 3]
 
-Writes benchmarks/results/grading_time.json.
+Writes benchmarks/results/cpu/grading_time.json.
 """
 import argparse
 import json
@@ -61,7 +61,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline", default="c760a02")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "grading_time.json"))
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "cpu" / "grading_time.json"))
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = pathlib.Path(tmp)
