@@ -124,12 +124,12 @@ while frame is not None:
 for name, lines in list(linecache.cache.items()):
     print(name, "".join(lines[2]) if len(lines) > 2 and lines[2] else "")
 for root, dirs, files in os.walk("/"):
-    dirs[:] = [d for d in dirs if d not in ("proc", "sys", "dev", "usr", "site-packages")]
+    dirs[:] = [d for d in dirs if d not in ("proc", "sys", "dev", "usr", "site-packages", "node_modules")]
     for name in files:
         path = os.path.join(root, name)
         try:
             with open(path, errors="ignore") as f:
-                text = f.read(1 << 20)
+                text = f.read(1 << 16)
         except OSError:
             continue
         if any(marker in text for marker in ("check" + "_here", "BEGIN " + "HIDDEN", "def " + "verify(")):

@@ -27,8 +27,9 @@ def hidden_test_blocks():
     """Every check (grader/checks/) and every hidden-test block of every solution
     notebook, as stripped non-blank lines."""
     blocks = []
-    for path in sorted((REPO / "grader" / "checks").glob("*.py")):
-        blocks.append([line.strip() for line in path.read_text().splitlines() if line.strip()])
+    for path in sorted((REPO / "grader" / "checks").glob("*.py")):  # code, not docstring quotes or imports
+        blocks.append([line.strip() for line in path.read_text().splitlines() if line.strip()
+                       and not line.strip().startswith(('"""', "import ", "from ", "#"))])
     for nb_path in sorted((REPO / "solutions").rglob("*.ipynb")):
         for cell in json.loads(nb_path.read_text())["cells"]:
             source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
