@@ -214,7 +214,7 @@ def bwrap_command(settings, kernel_cmd, *, cwd, ipc_dir, uid, bwrap_path="bwrap"
         settings: a :class:`Sandbox` with the limits.
         kernel_cmd: the kernel's argv (from its kernelspec).
         cwd: the submission folder; the kernel sees a writable tmpfs there
-            with the folder's entries bound read-only into it.
+            with the folder's entries bound read-only into it, notebooks excepted.
         ipc_dir: private host folder with the connection file and sockets.
         uid: host uid of the kernel when grading as root (:func:`kernel_uid`).
         profile: what the kernel may reach (:mod:`grader.hide`, :mod:`bnref.checking.lockdown`).
@@ -243,6 +243,10 @@ def bwrap_command(settings, kernel_cmd, *, cwd, ipc_dir, uid, bwrap_path="bwrap"
         args += _mkdirs(cwd, made)
         args += ["--perms", "1777", "--size", str(settings.scratch_bytes), "--tmpfs", cwd]
         for entry in sorted(os.listdir(cwd)):
+            if entry.endswith(".ipynb"):
+                # The notebook under grading holds the hidden blocks nbgrader restored; the
+                # kernel gets its cells as messages and never needs the file.
+                continue
             src = os.path.join(cwd, entry)
             args += ["--ro-bind", src, src]
         args += ["--chdir", cwd]

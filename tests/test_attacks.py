@@ -114,15 +114,16 @@ for candidate in seen:
 """),
     "prints_test_source": inside_alt("""
 import inspect, linecache, os, sys
+# (nbgrader keeps 1000 lines of a cell's output: print the start of each source)
 frame = sys._getframe(1)
 while frame is not None:
     try:
-        print(inspect.getsource(frame.f_code))
+        print("".join(inspect.getsource(frame.f_code).splitlines(keepends=True)[:15]))
     except (OSError, TypeError):
         pass
     frame = frame.f_back
 for name, lines in list(linecache.cache.items()):
-    print(name, "".join(lines[2]) if len(lines) > 2 and lines[2] else "")
+    print(name, "".join(lines[2][:5]) if len(lines) > 2 and lines[2] else "")
 for root, dirs, files in os.walk("/"):
     dirs[:] = [d for d in dirs if d not in ("proc", "sys", "dev", "usr", "site-packages", "node_modules")]
     for name in files:
@@ -132,9 +133,9 @@ for root, dirs, files in os.walk("/"):
                 text = f.read(1 << 16)
         except OSError:
             continue
-        if any(marker in text for marker in ("check" + "_here", "BEGIN " + "HIDDEN", "def " + "verify(")):
+        # Text that only the checks and the solution notebooks hold.
+        if any(marker in text for marker in ("check" + "_here(", "def " + "verify(result")):
             print("FOUND-" + "HIDDEN-TEXT in", path)
-            print(text)
 print("WALK-" + "DONE")
 """),
     "shadow_driver_in_working_dir": before_alt("""
