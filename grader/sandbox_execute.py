@@ -93,7 +93,7 @@ class SandboxedExecute(Execute):
         self.sandbox = Sandbox(config=self.config)
         self._output_bytes = {}
         self._assignment = (resources or {}).get("nbgrader", {}).get("assignment", "")
-        first = next((check_of(c, self._assignment) for c in nb.cells if check_of(c, self._assignment)), None)
+        first = next(filter(None, (check_of(c, self._assignment) for c in nb.cells)), None)
         self._profile = first.profile if first else "plain"
         skip, next_index, deaths = set(), 0, 0
         while next_index < len(nb.cells):

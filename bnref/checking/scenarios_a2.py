@@ -12,17 +12,10 @@ refuses any other call.
 """
 import types
 
-from bnref.checking.driver import lookup, scenario
+from bnref.checking.driver import lookup, reported, scenario
 from bnref.checking.watch_autograd import watch
 
 _ABSENT = object()
-
-
-def _call(function, *args):
-    try:
-        return function(*args)
-    except Exception as err:  # the student's exception, reported as data
-        return err
 
 
 def _same(a, b):
@@ -71,7 +64,7 @@ def a2_function_forward(ns, x, weight, bias, eps):
     """``BatchNorm2dFunction.apply``: the output, whether its grad_fn is the Function, what it saved."""
     function = lookup(ns, "BatchNorm2dFunction")
     weight, bias = weight.clone().requires_grad_(), bias.clone().requires_grad_()
-    out = _call(lambda: function.apply(x, weight, bias, eps))
+    out = reported(lambda: function.apply(x, weight, bias, eps))
     answer = {"out": out, "own": False, "saved": None}
     grad_fn = getattr(out, "grad_fn", None)
     if grad_fn is not None:
@@ -90,7 +83,7 @@ def a2_function_backward(ns, saved, dout, needs_input_grad):
     function = lookup(ns, "BatchNorm2dFunction")
     ctx = types.SimpleNamespace(saved_tensors=tuple(saved), needs_input_grad=tuple(needs_input_grad))
     with watch() as seen:
-        grads = _call(function.backward, ctx, dout)
+        grads = reported(function.backward, ctx, dout)
     return {"returned": grads, "autograd": list(dict.fromkeys(seen))}
 
 
@@ -107,7 +100,7 @@ def a2_module_train(ns, C, options, weight, bias, xs, table, miss):
     steps = []
     try:
         cls = lookup(ns, "BatchNorm2d")
-        bn = _call(lambda: cls(C, **options))
+        bn = reported(lambda: cls(C, **options))
         if isinstance(bn, Exception):
             return {"built": bn, "steps": steps}
         bn = bn.to(xs[0].dtype)
@@ -115,7 +108,7 @@ def a2_module_train(ns, C, options, weight, bias, xs, table, miss):
             bn.weight.copy_(weight)
             bn.bias.copy_(bias)
         for x in xs:
-            out = _call(bn, x)
+            out = reported(bn, x)
             steps.append({"out": out, "own": getattr(getattr(out, "grad_fn", None), "_forward_cls", None) is standin,
                           "state": _state(bn)})
     finally:
@@ -135,7 +128,7 @@ def a2_module_eval(ns, C, options, values, x, miss):
     ns["BatchNorm2dFunction"] = table_function([], miss)
     try:
         cls = lookup(ns, "BatchNorm2d")
-        bn = _call(lambda: cls(C, **options))
+        bn = reported(lambda: cls(C, **options))
         if isinstance(bn, Exception):
             return {"built": bn}
         bn = bn.to(x.dtype)
@@ -145,7 +138,7 @@ def a2_module_eval(ns, C, options, values, x, miss):
                 target.fill_(value) if isinstance(value, int) else target.copy_(value)
         bn.eval()
         before = _state(bn)
-        out = _call(bn, x)
+        out = reported(bn, x)
         return {"built": True, "out": out, "before": before, "after": _state(bn)}
     finally:
         if saved is _ABSENT:
@@ -175,7 +168,7 @@ def a2_population_stats(ns, data, conv, batch_size):
             features.bias.copy_(conv["bias"])
     dataset = torch.utils.data.TensorDataset(data, torch.zeros(len(data)))
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size)
-    return {"returned": _call(function, features, loader)}
+    return {"returned": reported(function, features, loader)}
 
 
 # --- Part 4: folding ------------------------------------------------------------
@@ -206,7 +199,7 @@ def a2_fold(ns, fn, layer, bn):
         for key in ("weight", "bias", "running_mean", "running_var"):
             getattr(norm, key).copy_(bn[key])
     norm.eval()
-    folded = _call(function, module, norm)
+    folded = reported(function, module, norm)
     answer = {"raised": folded if isinstance(folded, Exception) else None, "layer_after": _state(module),
               "same": folded is module}
     if not isinstance(folded, Exception):
@@ -235,6 +228,6 @@ def a2_digits(ns, channels, state, training, X, y, batch_size):
     model = make_convnet(channels=tuple(channels), norm=nn.BatchNorm2d)
     model.load_state_dict(state)
     model.train(training)
-    returned = _call(function, model, X, y, batch_size)
+    returned = reported(function, model, X, y, batch_size)
     return {"returned": returned, "training": model.training, "state": _state(model)}
 
